@@ -1,0 +1,3 @@
+"""ipwhl: InterPlanetary Wheels, a declared Python wheel repository on IPFS."""
+
+__version__ = "0.1.0"
