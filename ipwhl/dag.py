@@ -1,0 +1,109 @@
+"""Reading release DAGs out of the store: paths to CIDs, directories, file bytes, whole trees."""
+
+from __future__ import annotations
+
+import os
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import unixfs
+from .cid import CID, InvalidCID
+from .errors import IpwhlError, NotFound
+from .store import Store
+
+__all__ = ["InvalidPath", "Node", "iter_bytes", "list_dir", "resolve", "write_out"]
+
+
+class InvalidPath(IpwhlError, ValueError):
+    """A `CID[/PATH]` that cannot name anything in a DAG."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Node:
+    """A resolved node: its CID, whether it is a directory, and (for files) its size."""
+
+    cid: CID
+    is_dir: bool
+    size: int
+
+
+def split_path(text: str) -> tuple[CID, list[str]]:
+    """`CID[/PATH]` (optionally prefixed with /ipfs/) → the root CID and the path's segments."""
+    text = text.removeprefix("/ipfs/").removeprefix("ipfs://")
+    head, _, rest = text.partition("/")
+    try:
+        root = CID.parse(head)
+    except InvalidCID as exc:
+        raise InvalidPath(f"{head!r} is not a CID: {exc}") from None
+    segments = []
+    for raw in rest.split("/"):
+        if raw == "":
+            continue
+        segment = urllib.parse.unquote(raw)
+        if segment in {".", ".."} or "/" in segment or "\0" in segment:
+            raise InvalidPath(f"path segment {raw!r} is not allowed in {text!r}")
+        segments.append(segment)
+    return root, segments
+
+
+def node(store: Store, cid: CID) -> Node:
+    """What `cid` is in the store: a directory or a file, and a file's size."""
+    layout = store.get_layout(cid)
+    if layout is not None:
+        return Node(cid, False, layout.size)
+    kind = unixfs.node_kind(cid, store.get_block)
+    if kind in {"directory", "hamt"}:
+        return Node(cid, True, 0)
+    return Node(cid, False, unixfs.file_size(cid, store.get_block))
+
+
+def resolve(store: Store, root: CID, segments: list[str]) -> Node:
+    """Follow `segments` from `root` (through HAMTs without listing them); NotFound if absent."""
+    cid = root
+    for depth, name in enumerate(segments):
+        link = unixfs.lookup(cid, name, store.get_block)
+        if link is None:
+            where = "/".join(segments[: depth + 1])
+            raise NotFound(f"{root}/{where} does not exist")
+        cid = link.cid
+    return node(store, cid)
+
+
+def list_dir(store: Store, cid: CID) -> list[unixfs.Link]:
+    """The entries of a directory (HAMT shards flattened), sorted by name."""
+    return unixfs.list_directory(cid, store.get_block)
+
+
+def iter_bytes(store: Store, cid: CID, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+    """Bytes [start, end) of a file, verified block by block; whole objects are read directly."""
+    layout = store.get_layout(cid)
+    if layout is not None:
+        return store.iter_layout(layout, start, end)
+    return unixfs.iter_file(cid, store.get_block, start, end)
+
+
+def write_out(store: Store, cid: CID, out: Path) -> int:
+    """Write a file or a directory tree out as plain files, like `ipfs get`; returns files written."""
+    target = node(store, cid)
+    if not target.is_dir:
+        _write_file(store, cid, out)
+        return 1
+    out.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for link in list_dir(store, cid):
+        if link.name in {"", ".", ".."} or "/" in link.name or os.sep in link.name:
+            raise InvalidPath(f"directory {cid} has an entry named {link.name!r}; refusing it")
+        count += write_out(store, link.cid, out / link.name)
+    return count
+
+
+def _write_file(store: Store, cid: CID, out: Path) -> None:
+    temp = out.with_name(f".{out.name}.ipwhl-part")
+    with open(temp, "wb") as handle:
+        for chunk in iter_bytes(store, cid):
+            handle.write(chunk)
+    os.replace(temp, out)

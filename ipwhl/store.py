@@ -1,0 +1,293 @@
+"""The content-addressed local store: objects, blocks, file layouts, records and roots.
+
+Layout under the store root (every file is written once, atomically, and never changed):
+
+    objects/<xx>/<sha256>     whole files (wheels), keyed by the sha256 of their bytes
+    layouts/<xx>/<cid>        where a UnixFS file's raw leaves lie inside an object
+    blocks/<xx>/<cid>         IPFS blocks that are not slices of an object (dag-pb nodes, pages)
+    records/<xx>/<key>        msgpack outputs of derivations, keyed by the derivation's key
+    roots/<name>/<sequence>   GC roots: a release CID per line of releases
+    tmp/                      files being written; never read as store contents
+
+A wheel's bytes are kept once (in objects/); its raw leaf blocks are served as slices of the object,
+checked against their CIDs on the way out, so corrupt bytes are never handed on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+import msgpack
+
+from .cid import CID
+from .errors import IntegrityError, NotFound, StoreError
+
+__all__ = ["Layout", "Store", "default_store_path"]
+
+STORE_FORMAT = "1"
+_READ_SIZE = 1 << 20
+
+
+def default_store_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """The store to use: an explicit path, else $IPWHL_STORE, else ./store."""
+    if explicit:
+        return Path(explicit)
+    return Path(os.environ.get("IPWHL_STORE") or "store")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A UnixFS file whose raw leaves are consecutive slices of one stored object."""
+
+    object_sha256: str
+    size: int
+    leaves: tuple[tuple[CID, int, int], ...]  # (leaf cid, offset, length)
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "object": self.object_sha256,
+            "size": self.size,
+            "leaves": [[bytes(cid), offset, length] for cid, offset, length in self.leaves],
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Layout:
+        return cls(
+            object_sha256=record["object"],
+            size=record["size"],
+            leaves=tuple(
+                (CID.from_bytes(cid), offset, length) for cid, offset, length in record["leaves"]
+            ),
+        )
+
+
+def _shard(name: str) -> str:
+    # CID strings share their first characters; the last two spread files evenly.
+    return name[-2:]
+
+
+class Store:
+    """A store rooted at a directory; safe to share between processes."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self._leaf_index: dict[CID, tuple[str, int, int]] | None = None
+
+    # -- set-up -----------------------------------------------------------------------------
+
+    def open(self) -> Store:
+        """Create the store's folders if needed; refuse a folder that is not an ipwhl store."""
+        marker = self.root / "FORMAT"
+        try:
+            if marker.exists():
+                found = marker.read_text().strip()
+                if found != STORE_FORMAT:
+                    raise StoreError(
+                        f"{self.root} holds store format {found!r}; this ipwhl reads {STORE_FORMAT!r}"
+                    )
+            else:
+                if self.root.exists() and any(
+                    p.name not in {".gitkeep", "tmp"} for p in self.root.iterdir()
+                ):
+                    raise StoreError(
+                        f"{self.root} is not empty and is not an ipwhl store (no FORMAT file); "
+                        "pass --store with an empty or existing store folder"
+                    )
+                for sub in ("objects", "layouts", "blocks", "records", "roots", "tmp"):
+                    (self.root / sub).mkdir(parents=True, exist_ok=True)
+                self._write_atomic(marker, STORE_FORMAT.encode() + b"\n")
+        except OSError as exc:
+            raise StoreError(f"cannot use store {self.root}: {exc.strerror or exc}") from exc
+        return self
+
+    # -- atomic writing ---------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def temporary(self, suffix: str = "") -> Iterator[tuple[Path, BinaryIO]]:
+        """A new file under tmp/; removed on error unless it was moved into place."""
+        tmp_dir = self.root / "tmp"
+        tmp_dir.mkdir(parents=True, exist_ok=True)
+        path = tmp_dir / f"{os.getpid()}-{secrets.token_hex(8)}{suffix}"
+        try:
+            with open(path, "xb") as handle:
+                yield path, handle
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            raise
+
+    def _commit(self, temp: Path, handle: IO[bytes], final: Path) -> None:
+        handle.flush()
+        os.fsync(handle.fileno())
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(temp, final)
+
+    def _write_atomic(self, final: Path, data: bytes) -> None:
+        try:
+            with self.temporary() as (temp, handle):
+                handle.write(data)
+                self._commit(temp, handle, final)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise StoreError(f"no space left on the store's disk writing {final.name}") from exc
+            raise
+
+    def commit_object(self, temp: Path, handle: IO[bytes], sha256_hex: str) -> Path:
+        """Move a fully written and verified temporary file into objects/ under its sha256."""
+        final = self.object_path(sha256_hex)
+        self._commit(temp, handle, final)
+        return final
+
+    # -- objects ----------------------------------------------------------------------------
+
+    def object_path(self, sha256_hex: str) -> Path:
+        return self.root / "objects" / sha256_hex[:2] / sha256_hex
+
+    def has_object(self, sha256_hex: str) -> bool:
+        return self.object_path(sha256_hex).exists()
+
+    def read_object(self, sha256_hex: str) -> bytes:
+        """The object's bytes, checked against its sha256."""
+        try:
+            data = self.object_path(sha256_hex).read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"object {sha256_hex} is not in the store {self.root}") from None
+        if hashlib.sha256(data).hexdigest() != sha256_hex:
+            raise IntegrityError(f"store object {sha256_hex} is corrupt; run `ipwhl store verify`")
+        return data
+
+    # -- blocks and layouts -----------------------------------------------------------------
+
+    def block_path(self, cid: CID) -> Path:
+        name = str(cid)
+        return self.root / "blocks" / _shard(name) / name
+
+    def layout_path(self, cid: CID) -> Path:
+        name = str(cid)
+        return self.root / "layouts" / _shard(name) / name
+
+    def put_block(self, cid: CID, data: bytes) -> None:
+        """Store one block under its CID, unless it is already there."""
+        path = self.block_path(cid)
+        if not path.exists():
+            self._write_atomic(path, data)
+
+    def has_block(self, cid: CID) -> bool:
+        if self.block_path(cid).exists():
+            return True
+        return self._leaf_location(cid) is not None
+
+    def get_block(self, cid: CID) -> bytes:
+        """The block's bytes, verified against its CID; NotFound or IntegrityError otherwise."""
+        try:
+            data = self.block_path(cid).read_bytes()
+        except FileNotFoundError:
+            location = self._leaf_location(cid)
+            if location is None:
+                raise NotFound(f"block {cid} is not in the store {self.root}") from None
+            data = self._read_slice(*location)
+        if not cid.verify(data):
+            raise IntegrityError(f"block {cid} in the store is corrupt; run `ipwhl store verify`")
+        return data
+
+    def put_layout(self, root: CID, layout: Layout) -> None:
+        """Record that the UnixFS file `root` is the object `layout.object_sha256`, leaf by leaf."""
+        path = self.layout_path(root)
+        if not path.exists():
+            self._write_atomic(path, msgpack.packb(layout.to_record()))
+        if self._leaf_index is not None:
+            for cid, offset, length in layout.leaves:
+                self._leaf_index[cid] = (layout.object_sha256, offset, length)
+
+    def get_layout(self, root: CID) -> Layout | None:
+        try:
+            raw = self.layout_path(root).read_bytes()
+        except FileNotFoundError:
+            return None
+        return Layout.from_record(msgpack.unpackb(raw))
+
+    def iter_layout(self, layout: Layout, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """Bytes [start, end) of a laid-out file, each leaf checked against its CID first."""
+        end = layout.size if end is None else min(end, layout.size)
+        try:
+            handle = open(self.object_path(layout.object_sha256), "rb")
+        except FileNotFoundError:
+            raise NotFound(f"object {layout.object_sha256} is not in the store") from None
+        with handle:
+            for cid, offset, length in layout.leaves:
+                if offset + length <= start or offset >= end:
+                    continue
+                handle.seek(offset)
+                leaf = handle.read(length)
+                if not cid.verify(leaf):
+                    raise IntegrityError(
+                        f"object {layout.object_sha256} is corrupt at byte {offset}; "
+                        "run `ipwhl store verify`"
+                    )
+                yield leaf[max(start - offset, 0) : min(end - offset, length)]
+
+    def _read_slice(self, sha256_hex: str, offset: int, length: int) -> bytes:
+        try:
+            with open(self.object_path(sha256_hex), "rb") as handle:
+                handle.seek(offset)
+                return handle.read(length)
+        except FileNotFoundError:
+            raise NotFound(f"object {sha256_hex} is not in the store") from None
+
+    def _leaf_location(self, cid: CID) -> tuple[str, int, int] | None:
+        if self._leaf_index is None:
+            index: dict[CID, tuple[str, int, int]] = {}
+            for path in (self.root / "layouts").glob("*/*"):
+                with contextlib.suppress(OSError, ValueError):
+                    layout = Layout.from_record(msgpack.unpackb(path.read_bytes()))
+                    for leaf, offset, length in layout.leaves:
+                        index[leaf] = (layout.object_sha256, offset, length)
+            self._leaf_index = index
+        return self._leaf_index.get(cid)
+
+    # -- records ----------------------------------------------------------------------------
+
+    def record_path(self, key: str) -> Path:
+        return self.root / "records" / key[:2] / key
+
+    def has_record(self, key: str) -> bool:
+        return self.record_path(key).exists()
+
+    def get_record(self, key: str) -> Any | None:
+        """The output of the derivation `key`, or None when it is not realised."""
+        try:
+            raw = self.record_path(key).read_bytes()
+        except FileNotFoundError:
+            return None
+        try:
+            return msgpack.unpackb(raw)
+        except (ValueError, msgpack.UnpackException):
+            raise IntegrityError(
+                f"record {key} in the store is unreadable; run `ipwhl store verify`"
+            ) from None
+
+    def put_record(self, key: str, value: Any) -> None:
+        self._write_atomic(self.record_path(key), msgpack.packb(value))
+
+    # -- roots ------------------------------------------------------------------------------
+
+    def add_root(self, name: str, sequence: int, cid: CID) -> Path:
+        """Register `cid` as release `sequence` of the line `name` (a GC root)."""
+        path = self.root / "roots" / name / str(sequence)
+        self._write_atomic(path, f"{cid}\n".encode())
+        return path
+
+    def roots(self) -> list[tuple[str, int, CID]]:
+        found = []
+        for path in sorted((self.root / "roots").glob("*/*")):
+            if path.name.isdigit():
+                found.append((path.parent.name, int(path.name), CID.parse(path.read_text().strip())))
+        return found
