@@ -223,6 +223,7 @@ def check_closure(
                         continue
                     message = _unmet(requirement, release, environment, extra)
                     if message is not None:
+                        message = f"{declaration.project} {declaration.version} {message}"
                         problems[(declaration.relpath, index, message)].append(environment.line)
     findings = []
     for (relpath, index, message), lines in sorted(problems.items()):
