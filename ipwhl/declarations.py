@@ -1,0 +1,562 @@
+"""Declaration files -> Declaration, with the source location of every value.
+
+A declaration is one TOML file per wheel at
+`<declarations>/[<prefix>/]<project>/<wheel-stem>.toml` (SPEC §1). Problems a file
+has on its own (TOML syntax, keys, types, values) are reported with check
+"syntax"; problems of where it sits or how it agrees with the other files
+(layout, project directory, versions) with check "declaration".
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+from urllib.parse import urlsplit
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.utils import canonicalize_name
+from packaging.version import Version
+
+from ipwhl import tomlpos
+from ipwhl.cid import CID, InvalidCID
+from ipwhl.errors import DeclarationError, Location, Violation
+from ipwhl.requirements import InvalidRequirement, Requirement, parse_requirement
+from ipwhl.wheels import InvalidWheelFilename, WheelFilename, parse_wheel_filename
+
+__all__ = [
+    "KNOWN_KEYS",
+    "Declaration",
+    "DeclarationSet",
+    "is_cid",
+    "load_declaration",
+    "load_declarations",
+    "prefix_of",
+    "type_name",
+    "unknown_key_message",
+]
+
+SYNTAX = "syntax"
+DECLARATION = "declaration"
+
+KNOWN_KEYS = ("source", "content-id", "requires-python", "extras", "dependencies")
+_REQUIRED_KEYS = {
+    "source": "the wheel's https:, http: or file: URL, or a path relative to this file",
+    "content-id": "the wheel's CID",
+}
+_URL_SCHEMES = ("https", "http", "file")
+_SDIST_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar", ".zip")
+_PREFIX = re.compile(r"[0-9a-f]{2}")
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
+_EXTRA_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?")
+_EXTRA_MARKER = re.compile(
+    r"""\bextra\s*==\s*(?P<q1>['"])(?P<a>.*?)(?P=q1)|(?P<q2>['"])(?P<b>.*?)(?P=q2)\s*==\s*extra\b"""
+)
+_LAYOUT = "<project>/<wheel-stem>.toml or <prefix>/<project>/<wheel-stem>.toml"
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """One declared wheel: what its file says, parsed, and where each value was written."""
+
+    path: Path
+    relpath: str
+    project: str
+    filename: str
+    wheel: WheelFilename
+    source: str
+    content_id: str
+    requires_python: str | None
+    extras: tuple[str, ...]
+    dependencies: tuple[Requirement, ...]
+    dependency_texts: tuple[str, ...]
+    text: bytes = field(repr=False)
+    locations: Mapping[str, Location] = field(repr=False, compare=False)
+    dependency_locations: tuple[Location, ...] = field(repr=False, compare=False)
+
+    @property
+    def version(self) -> Version:
+        """The wheel's version, from its file name."""
+        version = self.wheel.version
+        return version if isinstance(version, Version) else Version(str(version))
+
+    def source_url(self) -> str:
+        """The source as an absolute URL; a relative path becomes a file: URL."""
+        if _SCHEME.match(self.source):
+            return self.source
+        return (self.path.parent / self.source).resolve().as_uri()
+
+
+@dataclass(frozen=True)
+class DeclarationSet:
+    """All declarations of a release, sorted by project and file name."""
+
+    root: Path
+    declarations: tuple[Declaration, ...]
+
+    def by_project(self) -> Mapping[str, tuple[Declaration, ...]]:
+        """The declarations grouped by normalized project name, in sorted order."""
+        grouped: dict[str, list[Declaration]] = {}
+        for declaration in self.declarations:
+            grouped.setdefault(declaration.project, []).append(declaration)
+        return MappingProxyType({name: tuple(group) for name, group in grouped.items()})
+
+
+def prefix_of(project: str) -> str:
+    """IPWHL's shard directory for a normalized project name: two lowercase hex digits."""
+    return f"{sum(map(ord, project)) & 0xFF:02x}"
+
+
+def load_declaration(path: Path, root: Path) -> Declaration:
+    """Read and validate the declaration at `path` under `root`; raise DeclarationError."""
+    violations: list[Violation] = []
+    declaration = _load(path, root, violations)
+    if violations or declaration is None:
+        raise DeclarationError(violations)
+    return declaration
+
+
+def load_declarations(root: Path) -> DeclarationSet:
+    """Read every declaration under `root`; raise DeclarationError with every problem."""
+    violations: list[Violation] = []
+    if not root.is_dir():
+        violations.append(
+            Violation(
+                Location(str(root)),
+                DECLARATION,
+                f"declarations directory not found, expected a directory of {_LAYOUT} files",
+            )
+        )
+        raise DeclarationError(violations)
+    declarations: list[Declaration] = []
+    for path in _declaration_files(root, violations):
+        declaration = _load(path, root, violations)
+        if declaration is not None:
+            declarations.append(declaration)
+    declarations.sort(key=lambda d: (d.project, d.filename, d.relpath))
+    violations.extend(_agreement(declarations))
+    if violations:
+        raise DeclarationError(violations)
+    return DeclarationSet(root=root, declarations=tuple(declarations))
+
+
+def _declaration_files(root: Path, violations: list[Violation]) -> list[Path]:
+    """The candidate declaration files of both layouts; anything else is a violation."""
+
+    def report(path: Path, message: str) -> None:
+        violations.append(Violation(Location(str(path)), DECLARATION, message))
+
+    real_root = root.resolve()
+
+    def entries(directory: Path) -> list[Path]:
+        found = []
+        for entry in sorted(directory.iterdir()):
+            if entry.name.startswith("."):
+                continue
+            if entry.is_symlink() and not entry.resolve().is_relative_to(real_root):
+                report(
+                    entry,
+                    "symlink points outside the declarations directory, "
+                    "expected a file or directory inside it",
+                )
+                continue
+            found.append(entry)
+        return found
+
+    def project_files(directory: Path) -> list[Path]:
+        files = []
+        for entry in entries(directory):
+            if entry.is_dir():
+                report(entry, "unexpected directory, expected only <wheel-stem>.toml files here")
+            elif entry.name.endswith(".toml"):
+                files.append(entry)
+            else:
+                report(entry, f"unexpected file, expected {_LAYOUT}")
+        return files
+
+    files: list[Path] = []
+    for entry in entries(root):
+        if not entry.is_dir():
+            report(entry, f"unexpected file, expected {_LAYOUT}")
+            continue
+        # A two-hex-digit directory holding directories is a shard prefix; one
+        # holding only files is a project whose name happens to look like one.
+        if _PREFIX.fullmatch(entry.name) and any(
+            child.is_dir() for child in entry.iterdir() if not child.name.startswith(".")
+        ):
+            for child in entries(entry):
+                if child.is_dir():
+                    files.extend(project_files(child))
+                else:
+                    report(child, f"unexpected file, expected {_LAYOUT}")
+        else:
+            files.extend(project_files(entry))
+    return files
+
+
+def _agreement(declarations: list[Declaration]) -> list[Violation]:
+    """Violations between files: a wheel declared twice, a project with two versions."""
+    violations = []
+    first_by_filename: dict[str, Declaration] = {}
+    by_project: dict[str, list[Declaration]] = {}
+    for declaration in declarations:
+        first = first_by_filename.setdefault(declaration.filename, declaration)
+        if first is not declaration:
+            violations.append(
+                Violation(
+                    Location(str(declaration.path)),
+                    DECLARATION,
+                    f"wheel {declaration.filename!r} is declared twice, also in {first.relpath}; "
+                    "expected one declaration per wheel",
+                )
+            )
+            continue
+        by_project.setdefault(declaration.project, []).append(declaration)
+    for project, group in by_project.items():
+        # The version most wheels have is the project's; ties go to the first file.
+        counts: dict[Version, int] = {}
+        for declaration in group:
+            counts[declaration.version] = counts.get(declaration.version, 0) + 1
+        version = max(counts, key=lambda v: counts[v])
+        witness = next(d for d in group if d.version == version)
+        for declaration in group:
+            if declaration.version != version:
+                violations.append(
+                    Violation(
+                        Location(str(declaration.path)),
+                        DECLARATION,
+                        f"{project} {declaration.version} differs from {project} {version} "
+                        f"declared in {witness.relpath}, expected one version per project",
+                    )
+                )
+    return violations
+
+
+class _Reporter:
+    """Collects the violations of one file, placing them with the file's positions."""
+
+    def __init__(self, path: Path, violations: list[Violation]) -> None:
+        self.path = path
+        self.violations = violations
+        self.positions = tomlpos.Positions(keys={})
+        self.count = 0
+
+    def at(self, position: tuple[int, int], message: str, check: str = SYNTAX) -> None:
+        self.count += 1
+        self.violations.append(Violation(Location(str(self.path), *position), check, message))
+
+    def file(self, message: str) -> None:
+        self.at((1, 1), message, DECLARATION)
+
+    def value(self, key: str, message: str) -> None:
+        self.at(self.positions.value(key), message)
+
+    def element(self, key: str, index: int, message: str) -> None:
+        self.at(self.positions.element(key, index), message)
+
+    def location(self, position: tuple[int, int]) -> Location:
+        return Location(str(self.path), *position)
+
+
+def _load(path: Path, root: Path, violations: list[Violation]) -> Declaration | None:
+    """Validate one declaration, appending its violations; None when it has any."""
+    report = _Reporter(path, violations)
+    placed = _place(path, root, report)
+    parsed = _parse(path, report)
+    if parsed is None:
+        return None
+    data, raw = parsed
+    values = _values(data, report)
+    if placed is None or values is None or report.count:
+        return None
+    relpath, project, wheel = placed
+    source, content_id, requires_python, extras, dependencies, texts = values
+    positions = report.positions
+    return Declaration(
+        path=path,
+        relpath=relpath,
+        project=project,
+        filename=wheel.filename,
+        wheel=wheel,
+        source=source,
+        content_id=content_id,
+        requires_python=requires_python,
+        extras=extras,
+        dependencies=dependencies,
+        dependency_texts=texts,
+        text=raw,
+        locations=MappingProxyType(
+            {key: report.location(positions.value(key)) for key in KNOWN_KEYS if key in data}
+        ),
+        dependency_locations=tuple(
+            report.location(positions.content("dependencies", index)) for index in range(len(texts))
+        ),
+    )
+
+
+def _place(path: Path, root: Path, report: _Reporter) -> tuple[str, str, WheelFilename] | None:
+    """Check where the file sits; return its relative path, project and wheel."""
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        report.file(f"declaration is not under {root}, expected {_LAYOUT} inside it")
+        return None
+    if not path.resolve().is_relative_to(root.resolve()):
+        report.file("symlink points outside the declarations directory, expected a file inside it")
+        return None
+    if len(parts) not in (2, 3) or not parts[-1].endswith(".toml"):
+        report.file(f"unexpected file, expected {_LAYOUT}")
+        return None
+    project, name = parts[-2], parts[-1]
+    stem = name.removesuffix(".toml")
+    ok = True
+    if len(parts) == 3:
+        expected = prefix_of(canonicalize_name(project))
+        if parts[0] != expected:
+            report.file(
+                f"prefix directory {parts[0]!r} does not match project {project!r}, "
+                f"expected {expected!r}"
+            )
+            ok = False
+    if canonicalize_name(project) != project:
+        report.file(
+            f"directory {project!r} is not a normalized project name, "
+            f"expected {canonicalize_name(project)!r}"
+        )
+        ok = False
+    if stem.lower().endswith(_SDIST_SUFFIXES):
+        report.file(
+            f"{stem!r} is an sdist, expected a wheel: ipwhl takes wheels only "
+            "(<wheel-stem>.toml, the wheel's file name without '.whl')"
+        )
+        return None
+    if stem.endswith(".whl"):
+        report.file(
+            f"file name {name!r} keeps '.whl', expected the wheel's name without it: "
+            f"{stem.removesuffix('.whl')}.toml"
+        )
+        return None
+    try:
+        wheel = parse_wheel_filename(f"{stem}.whl")
+    except InvalidWheelFilename as error:
+        report.file(f"invalid wheel file name {stem}.whl: {'; '.join(error.problems)}")
+        return None
+    wheel_project = canonicalize_name(wheel.project)
+    if ok and wheel_project != project:
+        report.file(
+            f"wheel {wheel.filename!r} is of project {wheel_project!r} but sits in "
+            f"directory {project!r}, expected it under {wheel_project}/"
+        )
+        ok = False
+    return (path.relative_to(root).as_posix(), project, wheel) if ok else None
+
+
+def _parse(path: Path, report: _Reporter) -> tuple[dict[str, Any], bytes] | None:
+    """Read and parse the file; on success the reporter knows the value positions."""
+    try:
+        raw = path.read_bytes()
+        data, report.positions = tomlpos.parse(raw)
+    except OSError as error:
+        report.file(f"cannot read the declaration ({error.strerror}), expected a readable file")
+        return None
+    except tomlpos.InvalidToml as error:
+        report.at((error.line, error.col), error.message)
+        return None
+    return data, raw
+
+
+def _values(
+    data: dict[str, Any], report: _Reporter
+) -> tuple[str, str, str | None, tuple[str, ...], tuple[Requirement, ...], tuple[str, ...]] | None:
+    """Check keys, types and values; return them typed, or None if one is unusable."""
+    for key in data:
+        if key not in KNOWN_KEYS:
+            report.at(report.positions.key(key), unknown_key_message(key, KNOWN_KEYS))
+    for key, expected in _REQUIRED_KEYS.items():
+        if key not in data:
+            report.at((1, 1), f"missing key {key!r}, expected {expected}")
+    source = _string(data, "source", report, _REQUIRED_KEYS["source"])
+    if source is not None:
+        _check_source(source, report)
+    content_id = _string(data, "content-id", report, _REQUIRED_KEYS["content-id"])
+    if content_id is not None and not is_cid(content_id):
+        report.value(
+            "content-id",
+            f"content-id {content_id!r} is not a CID, expected a CIDv0 ('Qm…') "
+            "or a CIDv1 ('b…'): the wheel's 'ipfs add' CID",
+        )
+    requires_python = _string(data, "requires-python", report, "a version specifier")
+    if requires_python is not None:
+        try:
+            SpecifierSet(requires_python)
+        except InvalidSpecifier:
+            report.value(
+                "requires-python",
+                f"invalid requires-python {requires_python!r}, "
+                "expected a version specifier such as '>=3.8'",
+            )
+    extras = _strings(data, "extras", report, "extra names")
+    dependency_texts = _strings(data, "dependencies", report, "PEP 508 requirements")
+    if extras is not None:
+        _check_extras(extras, report)
+    dependencies = None
+    if dependency_texts is not None:
+        dependencies = _dependencies(dependency_texts, extras or (), report)
+    if source is None or content_id is None or extras is None or dependencies is None:
+        return None
+    return (
+        source,
+        content_id,
+        requires_python,
+        extras,
+        dependencies,
+        tuple(dependency_texts or ()),
+    )
+
+
+def unknown_key_message(key: str, known: tuple[str, ...]) -> str:
+    """The message for an unknown key, suggesting the nearest known one."""
+    close = difflib.get_close_matches(key, known, n=1)
+    if close:
+        return f"unknown key {key!r}; did you mean {close[0]!r}?"
+    return f"unknown key {key!r}, expected one of: {', '.join(known)}"
+
+
+def type_name(value: object) -> str:
+    """How a TOML value's type is called in messages: 'a string', 'an array', …"""
+    if isinstance(value, bool):
+        return "a boolean"
+    for kind, name in (
+        (str, "a string"),
+        (int, "an integer"),
+        (float, "a float"),
+        (list, "an array"),
+        (dict, "a table"),
+        (datetime, "a date-time"),
+        (date, "a date"),
+        (time, "a time"),
+    ):
+        if isinstance(value, kind):
+            return name
+    return type(value).__name__
+
+
+def _string(data: dict[str, Any], key: str, report: _Reporter, expected: str) -> str | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        report.value(key, f"{key!r} is {type_name(value)}, expected a string: {expected}")
+        return None
+    return value
+
+
+def _strings(
+    data: dict[str, Any], key: str, report: _Reporter, expected: str
+) -> tuple[str, ...] | None:
+    value = data.get(key, [])
+    if not isinstance(value, list):
+        report.value(
+            key, f"{key!r} is {type_name(value)}, expected an array of strings: {expected}"
+        )
+        return None
+    ok = True
+    for index, item in enumerate(value):
+        if not isinstance(item, str):
+            report.element(key, index, f"{key!r} item is {type_name(item)}, expected a string")
+            ok = False
+    return tuple(value) if ok else None
+
+
+def _check_source(source: str, report: _Reporter) -> None:
+    expected = "expected an https:, http: or file: URL or a path relative to this file"
+    if not source:
+        report.value("source", f"'source' is empty, {expected}")
+        return
+    scheme = _SCHEME.match(source)
+    if scheme:
+        name = scheme.group(1).lower()
+        if name not in _URL_SCHEMES:
+            report.value("source", f"source has scheme '{name}:', {expected}")
+            return
+        if name != "file" and not urlsplit(source).netloc:
+            report.value("source", f"source {source!r} has no host, expected {name}://host/path")
+            return
+    elif source.startswith(("/", "\\")):
+        report.value("source", f"source {source!r} is an absolute path, {expected}")
+        return
+    path = urlsplit(source).path if scheme else source
+    if path.lower().endswith(_SDIST_SUFFIXES):
+        report.value(
+            "source",
+            f"source {path.rsplit('/', 1)[-1]!r} is an sdist, expected a wheel (.whl): "
+            "ipwhl takes wheels only",
+        )
+
+
+def _check_extras(extras: tuple[str, ...], report: _Reporter) -> None:
+    seen: dict[str, int] = {}
+    for index, extra in enumerate(extras):
+        if not _EXTRA_NAME.fullmatch(extra):
+            report.element(
+                "extras",
+                index,
+                f"invalid extra name {extra!r}, expected letters, digits, '.', '_' or '-', "
+                "starting and ending with a letter or digit",
+            )
+            continue
+        normalized = canonicalize_name(extra)
+        if normalized in seen:
+            line, col = report.positions.element("extras", seen[normalized])
+            report.element(
+                "extras",
+                index,
+                f"extra {extra!r} is declared twice (also at {line}:{col}), "
+                "expected each extra once",
+            )
+        else:
+            seen[normalized] = index
+
+
+def _dependencies(
+    texts: tuple[str, ...], extras: tuple[str, ...], report: _Reporter
+) -> tuple[Requirement, ...] | None:
+    declared = {canonicalize_name(extra) for extra in extras}
+    listed = ", ".join(extras) if extras else "none are declared"
+    requirements = []
+    for index, text in enumerate(texts):
+        try:
+            requirements.append(parse_requirement(text))
+        except InvalidRequirement as error:
+            report.at(
+                report.positions.content("dependencies", index, error.column),
+                f"invalid dependency {text!r}: {_reason(error)}",
+            )
+            continue
+        for match in _EXTRA_MARKER.finditer(text):
+            extra = match.group("a") if match.group("a") is not None else match.group("b")
+            if canonicalize_name(extra) not in declared:
+                report.at(
+                    report.positions.content("dependencies", index, match.start() + 1),
+                    f"marker names extra {extra!r}, which 'extras' does not declare; "
+                    f"expected one of the declared extras ({listed})",
+                )
+    return tuple(requirements) if len(requirements) == len(texts) else None
+
+
+def _reason(error: InvalidRequirement) -> str:
+    return f"found {error.found}, expected {error.expected}"
+
+
+def is_cid(text: str) -> bool:
+    """Whether `text` is a CID, written without surrounding blanks."""
+    try:
+        CID.parse(text)
+    except InvalidCID:
+        return False
+    return text == text.strip()
