@@ -45,6 +45,7 @@ __all__ = [
     "check_release",
     "load_plan",
     "read_release_info",
+    "write_dag",
 ]
 
 PAGE_VERSION = 1
@@ -369,6 +370,20 @@ def build_release(
     realiser = realiser or Realiser(store)
     checked = check_release(store, plan, realiser=realiser, progress=progress, workers=workers)
     checked.raise_for_violations()
+    result = write_dag(store, plan, checked, realiser, on_top_of=on_top_of)
+    store.add_root(result.name, result.sequence, result.root)
+    return result
+
+
+def write_dag(
+    store: Store,
+    plan: Plan,
+    checked: CheckResult,
+    realiser: Realiser,
+    *,
+    on_top_of: str | None = None,
+) -> BuildResult:
+    """Write every page and directory of a checked release (each a derivation); return the root."""
     spec: ReleaseSpec = plan.spec
     previous = on_top_of or spec.on_top_of
     sequence = 1
@@ -417,7 +432,6 @@ def build_release(
     root = writer.directory(
         [_named("index.html", landing), _named("simple", simple), _named("ipwhl", ipwhl_dir)]
     )
-    store.add_root(spec.name, sequence, root.cid)
     return BuildResult(root.cid, spec.name, sequence, previous, realiser)
 
 

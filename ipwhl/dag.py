@@ -87,7 +87,7 @@ def iter_bytes(store: Store, cid: CID, start: int = 0, end: int | None = None) -
 
 
 def write_out(store: Store, cid: CID, out: Path) -> int:
-    """Write a file or a directory tree out as plain files, like `ipfs get`; returns files written."""
+    """Write a file or a directory out as plain files, like `ipfs get`; returns files written."""
     target = node(store, cid)
     if not target.is_dir:
         _write_file(store, cid, out)

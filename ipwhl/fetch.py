@@ -91,7 +91,9 @@ class _Download:
                     return
             except urllib.error.HTTPError as exc:
                 if exc.code not in _RETRYABLE_HTTP or attempt >= self.retries:
-                    raise FetchError(f"cannot fetch {self.url}: HTTP {exc.code} {exc.reason}") from exc
+                    raise FetchError(
+                        f"cannot fetch {self.url}: HTTP {exc.code} {exc.reason}"
+                    ) from exc
             except (urllib.error.URLError, HTTPException, OSError) as exc:
                 if attempt >= self.retries:
                     reason = getattr(exc, "reason", None) or exc
@@ -133,7 +135,7 @@ class _Hashers:
 
 
 def open_source(url: str, *, timeout: float = 60.0, retries: int = 3) -> Iterator[bytes]:
-    """The bytes of a source URL (file, http or https), streamed in chunks; FetchError on failure."""
+    """The bytes of a file, http or https URL, streamed in chunks; FetchError on failure."""
 
     def cannot_restart() -> None:  # pragma: no cover - only reached by a misbehaving server
         raise FetchError(f"cannot fetch {url}: the server restarted the transfer")

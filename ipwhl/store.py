@@ -91,7 +91,8 @@ class Store:
                 found = marker.read_text().strip()
                 if found != STORE_FORMAT:
                     raise StoreError(
-                        f"{self.root} holds store format {found!r}; this ipwhl reads {STORE_FORMAT!r}"
+                        f"{self.root} holds store format {found!r}; "
+                        f"this ipwhl reads {STORE_FORMAT!r}"
                     )
             else:
                 if self.root.exists() and any(
@@ -214,7 +215,9 @@ class Store:
             return None
         return Layout.from_record(msgpack.unpackb(raw))
 
-    def iter_layout(self, layout: Layout, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+    def iter_layout(
+        self, layout: Layout, start: int = 0, end: int | None = None
+    ) -> Iterator[bytes]:
         """Bytes [start, end) of a laid-out file, each leaf checked against its CID first."""
         end = layout.size if end is None else min(end, layout.size)
         try:
@@ -289,5 +292,6 @@ class Store:
         found = []
         for path in sorted((self.root / "roots").glob("*/*")):
             if path.name.isdigit():
-                found.append((path.parent.name, int(path.name), CID.parse(path.read_text().strip())))
+                cid = CID.parse(path.read_text().strip())
+                found.append((path.parent.name, int(path.name), cid))
         return found
