@@ -14,7 +14,13 @@ from packaging.version import Version
 from .declarations import Declaration
 from .environments import Environment
 from .errors import Location, Violation
-from .requirements import InvalidRequirement, Requirement, parse_requirement
+from .requirements import (
+    InvalidRequirement,
+    Requirement,
+    UndefinedComparison,
+    UndefinedEnvironmentName,
+    parse_requirement,
+)
 from .wheels import CoreMetadata
 
 __all__ = [
@@ -34,6 +40,9 @@ PLATFORM_UNIQUE = "platform-unique"
 VERIFIABLE_SOURCE = "verifiable-source"
 MATCHING_METADATA = "matching-metadata"
 CLOSURE = "closure"
+
+# A finding about a whole field rather than one of its elements (placed at the field's value).
+WHOLE_FIELD = -1
 
 
 @dataclass(frozen=True, order=True)
@@ -187,7 +196,8 @@ def check_metadata(declaration: Declaration, metadata: CoreMetadata) -> list[Fin
     for text in metadata.requires_dist:
         parsed = _parsed(text)
         if parsed is None:
-            found("dependencies", f"the wheel's METADATA has an invalid Requires-Dist {text!r}")
+            found("dependencies", f"the wheel's METADATA has an invalid Requires-Dist {text!r}",
+                  WHOLE_FIELD)
             continue
         wheel_requirements[_requirement_key(parsed)] = text
     declared_keys = set()
@@ -200,7 +210,8 @@ def check_metadata(declaration: Declaration, metadata: CoreMetadata) -> list[Fin
                   "Requires-Dist", index)
     for key, text in wheel_requirements.items():
         if key not in declared_keys:
-            found("dependencies", f"the wheel's METADATA requires {text!r}, which is not declared")
+            found("dependencies", f"the wheel's METADATA requires {text!r}, which is not declared",
+                  WHOLE_FIELD)
     return findings
 
 
@@ -216,12 +227,13 @@ def check_closure(
         for declaration in declarations:
             if not installable(declaration, environment):
                 continue
-            for extra in ("", *declaration.extras):
-                markers = dict(environment.markers, extra=canonicalize_name(extra) if extra else "")
-                for index, requirement in enumerate(declaration.dependencies):
-                    if requirement.marker is not None and not requirement.marker.evaluate(markers):
-                        continue
-                    message = _unmet(requirement, release, environment, extra)
+            for index, requirement in enumerate(declaration.dependencies):
+                try:
+                    needed_for = _needed_for(requirement, declaration.extras, environment)
+                    messages = [_unmet(requirement, release, environment, e) for e in needed_for]
+                except (UndefinedComparison, UndefinedEnvironmentName) as error:
+                    messages = [f"has a marker that cannot be evaluated ({error})"]
+                for message in messages:
                     if message is not None:
                         message = f"{declaration.project} {declaration.version} {message}"
                         problems[(declaration.relpath, index, message)].append(environment.line)
@@ -235,6 +247,21 @@ def check_closure(
     return findings
 
 
+def _needed_for(
+    requirement: Requirement, extras: Sequence[str], environment: Environment
+) -> list[str]:
+    """When `requirement` applies here: [""] for the base install, else the declared extras
+    that bring it in; a base dependency is checked once, not again under every extra."""
+    if requirement.marker is None:
+        return [""]
+    if requirement.marker.evaluate(dict(environment.markers, extra="")):
+        return [""]
+    return [
+        extra for extra in extras
+        if requirement.marker.evaluate(dict(environment.markers, extra=canonicalize_name(extra)))
+    ]
+
+
 def _unmet(
     requirement: Requirement,
     release: Mapping[str, Sequence[Declaration]],
@@ -243,12 +270,18 @@ def _unmet(
 ) -> str | None:
     needed = canonicalize_name(requirement.name)
     via = f" (for extra {extra!r})" if extra else ""
-    wanted = f"{requirement.name}{requirement.specifier}" if requirement.specifier else requirement.name
+    wanted = f"{requirement.name}{requirement.specifier}"
     candidates = release.get(needed, ())
     if not candidates:
         return f"requires {wanted!r}{via}, but {needed!r} is not in the release"
     chosen = [d for d in candidates if installable(d, environment)]
     if not chosen:
+        by_tag = [d for d in candidates if environment.accepts(d.wheel.tags)]
+        if by_tag:
+            excluding = by_tag[0]
+            return (f"requires {wanted!r}{via}, but {needed} {excluding.version} has "
+                    f"requires-python {excluding.requires_python!r}, which excludes "
+                    f"Python {environment.python_version}")
         return f"requires {wanted!r}{via}, but no wheel of {needed!r} is installable"
     provider = chosen[0]
     if requirement.url is not None:

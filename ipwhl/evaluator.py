@@ -20,7 +20,7 @@ __all__ = ["Plan", "ProjectPlan", "WheelPlan", "declaration_digest", "plan_relea
 # Bump a builder's version whenever its output for the same inputs would change.
 FETCH_VERSION = 1
 INSPECT_VERSION = 1
-CHECK_VERSION = 1
+CHECK_VERSION = 2
 
 
 def declaration_digest(declaration: Declaration) -> str:
