@@ -9,8 +9,14 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
+from .errors import IpwhlError
+
+if TYPE_CHECKING:  # imported lazily at run time, for start-up time
+    from .evaluator import Plan
+    from .store import Store
 
 __all__ = ["main"]
 
@@ -18,18 +24,39 @@ EXIT_OK = 0
 EXIT_USAGE = 2
 
 EXAMPLES = {
-    "eval": "examples:\n  ipwhl eval examples/release.toml\n  ipwhl eval examples/release.toml --json",
+    "eval": "examples:\n  ipwhl eval examples/release.toml\n"
+    "  ipwhl eval examples/release.toml --json",
     "check": "examples:\n  ipwhl check examples/release.toml",
     "build": "examples:\n  ipwhl build examples/release.toml\n"
     "  ipwhl build release.toml --on-top-of bafy...",
-    "get": "examples:\n  ipwhl get $CID -o release/\n  ipwhl get $CID/simple/index.html -o index.html",
+    "get": "examples:\n  ipwhl get $CID -o release/\n"
+    "  ipwhl get $CID/simple/index.html -o index.html",
     "ls": "examples:\n  ipwhl ls $CID\n  ipwhl ls $CID/simple/requests",
     "serve": "examples:\n  ipwhl serve\n  ipwhl serve --port 9000\n"
     "  pip install --index-url http://127.0.0.1:8080/ipfs/$CID/simple/ requests",
 }
 
 
-def _store(args: argparse.Namespace):  # noqa: ANN202 - Store, imported lazily for start-up time
+class _ReleaseFileMissing(IpwhlError):
+    """The release file named on the command line is not there: one line, not a violation."""
+
+    exit_code = 3
+
+
+def _load_plan(release: str) -> Plan:
+    from .build import load_plan
+
+    path = Path(release)
+    if not path.is_file():
+        reason = "it is a directory" if path.is_dir() else "no such file"
+        raise _ReleaseFileMissing(
+            f"cannot read release file {release} ({reason}); "
+            "expected a release.toml, such as examples/release.toml"
+        )
+    return load_plan(path)
+
+
+def _store(args: argparse.Namespace) -> Store:
     from .store import Store, default_store_path
 
     return Store(default_store_path(args.store))
@@ -46,11 +73,10 @@ def _print_violations(violations: Sequence[object]) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .build import load_plan
     from .checks import to_violations
     from .derivations import Realiser
 
-    plan = load_plan(Path(args.release))
+    plan = _load_plan(args.release)
     realiser = Realiser(_store(args))
     findings = [f for project in plan.projects for f in plan.declared_findings(project)]
     violations = to_violations(findings, plan.by_relpath)
@@ -93,13 +119,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from .build import check_release, load_plan
+    from .build import check_release
     from .progress import progress_for
 
-    plan = load_plan(Path(args.release))
+    plan = _load_plan(args.release)
     store = _store(args).open()
-    result = check_release(store, plan, progress=progress_for(quiet=args.quiet),
-                           workers=_workers())
+    # sys.stderr as it is now, not as it was at import: callers of main() may redirect it.
+    progress = progress_for(sys.stderr, quiet=args.quiet)
+    result = check_release(store, plan, progress=progress, workers=_workers())
     if result.violations:
         _print_violations(result.violations)
         return 4
@@ -110,15 +137,16 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from .build import build_release, load_plan
+    from .build import build_release
     from .errors import CheckFailed
     from .progress import progress_for
 
-    plan = load_plan(Path(args.release))
+    plan = _load_plan(args.release)
     store = _store(args).open()
+    progress = progress_for(sys.stderr, quiet=args.quiet)
     try:
-        result = build_release(store, plan, on_top_of=args.on_top_of,
-                               progress=progress_for(quiet=args.quiet), workers=_workers())
+        result = build_release(store, plan, on_top_of=args.on_top_of, progress=progress,
+                               workers=_workers())
     except CheckFailed as failed:
         _print_violations(failed.violations)
         return failed.exit_code
@@ -168,17 +196,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ipwhl",
-        description="InterPlanetary Wheels: build, check and serve declared wheel releases on IPFS.",
+        description="InterPlanetary Wheels: build, check and serve declared wheel releases "
+        "on IPFS.",
         epilog="The store is ./store unless --store or IPWHL_STORE says otherwise.",
     )
     parser.add_argument("--version", action="version", version=f"ipwhl {__version__}")
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--store", metavar="DIR", help="the store (default: $IPWHL_STORE or ./store)")
+    common.add_argument(
+        "--store", metavar="DIR", help="the store (default: $IPWHL_STORE or ./store)"
+    )
     common.add_argument("-v", "--verbose", action="store_true", help="show tracebacks on errors")
     common.add_argument("-q", "--quiet", action="store_true", help="print only results")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def command(name: str, run: Callable[[argparse.Namespace], int], summary: str):  # noqa: ANN202
+    def command(
+        name: str, run: Callable[[argparse.Namespace], int], summary: str
+    ) -> argparse.ArgumentParser:
         sub = commands.add_parser(
             name, parents=[common], help=summary, description=summary,
             epilog=EXAMPLES.get(name), formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -208,7 +241,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = command("ls", cmd_ls, "List a directory of a release.")
     sub.add_argument("path", metavar="CID[/PATH]")
 
-    sub = command("serve", cmd_serve, "Serve the store as a read-only path gateway at /ipfs/<cid>/.")
+    sub = command(
+        "serve", cmd_serve, "Serve the store as a read-only path gateway at /ipfs/<cid>/."
+    )
     sub.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     sub.add_argument("--port", type=int, default=8080, help="port to bind (default 8080)")
     return parser
@@ -218,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one ipwhl command; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
-    from .errors import DeclarationError, IpwhlError
+    from .errors import DeclarationError
 
     try:
         return args.run(args)
