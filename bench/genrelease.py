@@ -105,6 +105,8 @@ def tiny(out: Path, count: int, wheels_dir: Path | None = None) -> Path:
     shutil.rmtree(out, ignore_errors=True)
     pkgs = out / "pkgs"
     pkgs.mkdir(parents=True)
+    if wheels_dir is not None:
+        wheels_dir.mkdir(parents=True, exist_ok=True)
     for i in range(count):
         project = f"p{i:06d}"
         deps = [f"p{j:06d}>=1.0" for j in (i // 2, i // 3) if j < i]

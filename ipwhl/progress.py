@@ -84,8 +84,9 @@ class LineProgress(Progress):
                   file=self.stream)
 
 
-def progress_for(stream: TextIO = sys.stderr, quiet: bool = False) -> Progress:
-    """The progress display that suits `stream`."""
+def progress_for(stream: TextIO | None = None, quiet: bool = False) -> Progress:
+    """The progress display that suits `stream` (default: the current sys.stderr)."""
+    stream = sys.stderr if stream is None else stream
     if quiet:
         return Progress()
     if stream.isatty():
