@@ -1,0 +1,641 @@
+"""A read-only IPFS path gateway over the store: `GET /ipfs/<cid>/<path>`.
+
+One asyncio event loop serves every connection; h11 parses and frames HTTP/1.1. Store reads
+(path resolution, one verified leaf of at most 256 KiB at a time) run on a few worker threads,
+so a cold disk or a slow first look-up never stalls the other clients. Every resource a client
+can hold is bounded: header bytes, time to send a request or take a response, the number of
+connections, and memory (bodies are streamed leaf by leaf and wait for the socket to drain).
+Bytes leave only after their block has been checked against its CID; if a block turns out
+corrupt after the headers went out, the connection is aborted rather than finished wrongly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import email.utils
+import html
+import logging
+import re
+import signal
+import sys
+import threading
+import urllib.parse
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import TypeVar
+
+import h11
+
+from . import __version__, dag
+from .cid import CID
+from .errors import IntegrityError, IpwhlError, NotFound
+from .store import Store
+from .unixfs import Link
+
+__all__ = ["Gateway", "GatewayConfig", "GatewayError", "running", "serve"]
+
+logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+_IMMUTABLE = "public, max-age=29030400, immutable"
+_SERVER = f"ipwhl/{__version__}"
+
+# Reads are small so h11's limit on an incomplete head bites before much is buffered.
+_READ_SIZE = 8 * 1024
+_MAX_HEADER_BYTES = 16 * 1024
+# A request body (GET has none in practice) is read and dropped up to this size, else we hang up.
+_MAX_DISCARDED_BODY = 64 * 1024
+_WORKERS = 8
+# Over the connection cap a client gets its 503 and this long to read it before we hang up.
+_REFUSAL_GRACE = 1.0
+
+# Deterministic, small and enough for a release DAG; the platform's mimetypes table is neither.
+_CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".htm": "text/html; charset=utf-8",
+    ".txt": "text/plain; charset=utf-8",
+    ".toml": "text/plain; charset=utf-8",
+    ".json": "application/json",
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+}
+_DEFAULT_CONTENT_TYPE = "application/octet-stream"
+_TEXT = "text/plain; charset=utf-8"
+_HTML = "text/html; charset=utf-8"
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_DIGITS = re.compile(r"[0-9]+")
+# Far beyond any file, and small enough that int() never meets Python's digit limit.
+_HUGE = 1 << 62
+
+_LANDING = (
+    "ipwhl gateway: a read-only IPFS path gateway over a local ipwhl store.\n"
+    "Fetch a release with GET /ipfs/<cid>/ (pip: --index-url http://HOST:PORT/ipfs/<cid>/simple/).\n"
+)
+
+
+class GatewayError(IpwhlError):
+    """The gateway cannot run (for example, its address is taken)."""
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Where to listen and how much any one client may hold."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080  # 0 binds a free port; `Gateway.start` says which
+    max_connections: int = 1024  # served at once; more are accepted only to be told 503
+    idle_timeout: float = 30.0  # seconds to send a whole request head, or to take more bytes
+
+
+@dataclass(frozen=True)
+class _Request:
+    method: str
+    path: str  # percent-encoded, as received
+    query: str  # without the "?", "" when absent
+    headers: dict[str, list[str]]
+
+    def header(self, name: str) -> str | None:
+        values = self.headers.get(name)
+        return ", ".join(values) if values else None
+
+
+@dataclass
+class _Reply:
+    """A response: status, headers, and a body that is `first` followed by what `rest` yields."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    first: bytes = b""
+    rest: Iterator[bytes] | None = None
+    length: int = 0
+    keep_alive: bool = True
+
+
+class _Unsatisfiable(Exception):
+    pass
+
+
+class _BadRequest(ValueError):
+    pass
+
+
+# --- answering a request (blocking; runs on a worker thread) ---------------------------------
+
+
+def _text_reply(
+    status: int, message: str, *headers: tuple[str, str], keep_alive: bool = True
+) -> _Reply:
+    body = (message.rstrip("\n") + "\n").encode()
+    return _Reply(
+        status,
+        [("Content-Type", _TEXT), ("Content-Length", str(len(body))), *headers],
+        first=body,
+        length=len(body),
+        keep_alive=keep_alive,
+    )
+
+
+def _content_type(name: str) -> str:
+    _, dot, extension = name.rpartition(".")
+    if not dot:
+        return _DEFAULT_CONTENT_TYPE
+    return _CONTENT_TYPES.get(f".{extension.lower()}", _DEFAULT_CONTENT_TYPE)
+
+
+def _parse_range(value: str, size: int) -> tuple[int, int] | None:
+    """The one byte range [start, end) a Range header asks for; None to send the whole file."""
+    unit, equals, spec = value.partition("=")
+    if not equals or unit.strip().lower() != "bytes":
+        return None
+    ranges = [part.strip() for part in spec.split(",") if part.strip()]
+    if len(ranges) != 1:
+        # RFC 9110 lets a server ignore Range; one full body beats multipart/byteranges here.
+        return None
+    first, dash, last = ranges[0].partition("-")
+    first, last = first.strip(), last.strip()
+    if (
+        not dash
+        or (first and not _DIGITS.fullmatch(first))
+        or (last and not _DIGITS.fullmatch(last))
+    ):
+        return None
+    if not first:
+        if not last:
+            return None
+        suffix = int(last) if len(last) < 19 else _HUGE
+        if suffix == 0:
+            raise _Unsatisfiable
+        if size == 0:
+            return None
+        return max(size - suffix, 0), size
+    start = int(first) if len(first) < 19 else _HUGE
+    stop = (int(last) if len(last) < 19 else _HUGE) if last else None
+    if stop is not None and stop < start:
+        return None
+    if start >= size:
+        raise _Unsatisfiable
+    return start, size if stop is None else min(stop + 1, size)
+
+
+def _etag_matches(header: str, etag: str) -> bool:
+    # If-None-Match uses the weak comparison: W/"x" matches "x".
+    for candidate in header.split(","):
+        candidate = candidate.strip()
+        if candidate == "*" or candidate.removeprefix("W/") == etag.removeprefix("W/"):
+            return True
+    return False
+
+
+def _listing(path: str, entries: list[Link]) -> bytes:
+    title = html.escape(urllib.parse.unquote(path))
+    rows = []
+    if path.count("/") > 3:  # /ipfs/<cid>/ has three slashes; deeper folders get a parent link
+        rows.append('<li><a href="../">../</a></li>')
+    for link in entries:
+        href = "./" + urllib.parse.quote(link.name, safe="")
+        rows.append(
+            f'<li><a href="{html.escape(href)}">{html.escape(link.name)}</a>'
+            f" <small>{html.escape(str(link.cid))}</small></li>"
+        )
+    page = (
+        '<!DOCTYPE html>\n<html>\n<head>\n<meta charset="utf-8">\n'
+        f"<title>Index of {title}</title>\n</head>\n<body>\n<h1>Index of {title}</h1>\n"
+        "<ul>\n" + "\n".join(rows) + "\n</ul>\n</body>\n</html>\n"
+    )
+    return page.encode("utf-8", "surrogateescape")
+
+
+class _Answerer:
+    """Turns one parsed request into a reply, reading the store; never raises for bad input."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def answer(self, request: _Request) -> _Reply:
+        if request.method not in {"GET", "HEAD"}:
+            return _text_reply(
+                405, f"method {request.method} is not allowed", ("Allow", "GET, HEAD")
+            )
+        if request.path == "/":
+            return _text_reply(200, _LANDING)
+        if not request.path.startswith("/ipfs/"):
+            return _text_reply(404, f"{request.path} is not served here; paths start /ipfs/<cid>/")
+        try:
+            return self._ipfs(request)
+        except (dag.InvalidPath, _BadRequest) as exc:
+            return _text_reply(400, f"bad path: {exc}")
+        except IntegrityError as exc:
+            logger.error("refusing %s: %s", request.path, exc)
+            return _text_reply(500, "corrupt block in store")
+        except NotFound as exc:
+            return _text_reply(404, f"not found: {exc}")
+        except Exception:
+            logger.exception("internal error answering %s", request.path)
+            return _text_reply(500, "internal error")
+
+    def _ipfs(self, request: _Request) -> _Reply:
+        path = request.path
+        if _BAD_PERCENT.search(path):
+            raise _BadRequest("malformed percent-encoding")
+        for segment in path.split("/"):
+            try:
+                urllib.parse.unquote_to_bytes(segment).decode("utf-8")
+            except UnicodeDecodeError:
+                raise _BadRequest("percent-encoded bytes are not UTF-8") from None
+        root, segments = dag.split_path(path[len("/ipfs/") :])
+        target = dag.resolve(self.store, root, segments)
+        common = [("X-Ipfs-Path", path), ("Cache-Control", _IMMUTABLE)]
+        if target.is_dir:
+            if not path.endswith("/"):
+                location = path + "/" + (f"?{request.query}" if request.query else "")
+                return _text_reply(301, f"moved to {location}", ("Location", location), *common)
+            try:
+                index = dag.resolve(self.store, target.cid, ["index.html"])
+            except NotFound:
+                index = None
+            if index is None or index.is_dir:
+                return self._listing(request, target.cid, common)
+            return self._file(request, index, "index.html", common)
+        return self._file(request, target, segments[-1] if segments else "", common)
+
+    def _listing(self, request: _Request, cid: CID, common: list[tuple[str, str]]) -> _Reply:
+        # A generated page is not in the DAG and may change with ipwhl, so its tag names both.
+        etag = f'"DirIndex-{_SERVER}_CID-{cid}"'
+        headers = [("ETag", etag), *common]
+        conditional = request.header("if-none-match")
+        if conditional is not None and _etag_matches(conditional, etag):
+            return _Reply(304, headers)
+        body = _listing(request.path, dag.list_dir(self.store, cid))
+        return _Reply(
+            200,
+            [("Content-Type", _HTML), ("Content-Length", str(len(body))), *headers],
+            first=body,
+            length=len(body),
+        )
+
+    def _file(
+        self, request: _Request, node: dag.Node, name: str, common: list[tuple[str, str]]
+    ) -> _Reply:
+        etag = f'"{node.cid}"'
+        headers = [("ETag", etag), *common]
+        conditional = request.header("if-none-match")
+        if conditional is not None and _etag_matches(conditional, etag):
+            return _Reply(304, headers)
+        headers = [
+            ("Content-Type", _content_type(name)),
+            ("Accept-Ranges", "bytes"),
+            ("X-Content-Type-Options", "nosniff"),
+            *headers,
+        ]
+        size = node.size
+        span: tuple[int, int] | None = None
+        range_header = request.headers.get("range")
+        if_range = request.header("if-range")
+        if range_header and len(range_header) == 1 and (if_range is None or if_range == etag):
+            try:
+                span = _parse_range(range_header[0], size)
+            except _Unsatisfiable:
+                return _text_reply(
+                    416, "range not satisfiable", ("Content-Range", f"bytes */{size}")
+                )
+        status, start, end = (200, 0, size) if span is None else (206, *span)
+        if status == 206:
+            headers.append(("Content-Range", f"bytes {start}-{end - 1}/{size}"))
+        headers.append(("Content-Length", str(end - start)))
+        reply = _Reply(status, headers, length=end - start)
+        if request.method == "HEAD" or end == start:
+            return reply
+        # Read the first leaf now: a missing or corrupt one still gets an honest status line.
+        chunks = dag.iter_bytes(self.store, node.cid, start, end)
+        reply.first = _next_chunk(chunks)
+        reply.rest = chunks
+        return reply
+
+
+def _next_chunk(chunks: Iterator[bytes]) -> bytes:
+    """The next non-empty piece of a body, b"" at its end."""
+    return next((chunk for chunk in chunks if chunk), b"")
+
+
+# --- the connection loop -----------------------------------------------------------------------
+
+
+class _Connection:
+    """One client: read a request, answer it, repeat while both sides keep the connection."""
+
+    def __init__(
+        self, gateway: Gateway, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.gateway = gateway
+        self.reader = reader
+        self.writer = writer
+        self.http = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEADER_BYTES)
+        self.timeout = gateway.config.idle_timeout
+
+    async def run(self) -> None:
+        while True:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    event = await self._next_event()
+            except TimeoutError:
+                if self.http.trailing_data[0] and self.http.our_state is h11.IDLE:
+                    await self._send_final(408, "request timeout")
+                return
+            except h11.RemoteProtocolError as exc:
+                if self.http.our_state in {h11.IDLE, h11.SEND_RESPONSE}:
+                    await self._send_final(exc.error_status_hint, f"bad request: {exc}")
+                return
+            if not isinstance(event, h11.Request):
+                return
+            if _head_size(event) > _MAX_HEADER_BYTES:
+                # h11 only limits heads that arrive in pieces; one that arrived whole counts too.
+                await self._send_final(431, "request header fields too large")
+                return
+            request = _request(event)
+            if request is None:
+                await self._send_final(400, "bad request target")
+                return
+            reply = await self.gateway._run(self.gateway._answerer.answer, request)
+            if not await self._send_reply(reply, head=request.method == "HEAD"):
+                return
+            if not await self._finish_cycle():
+                return
+
+    async def _send_final(self, status: int, message: str) -> None:
+        await self._send_reply(_text_reply(status, message, keep_alive=False), head=False)
+
+    async def _next_event(self) -> h11.Event:
+        while True:
+            event = self.http.next_event()
+            if event is not h11.NEED_DATA:
+                return event  # type: ignore[return-value]
+            self.http.receive_data(await self.reader.read(_READ_SIZE))
+
+    async def _write(self, data: bytes | list[bytes]) -> None:
+        if isinstance(data, list):
+            self.writer.writelines(data)
+        else:
+            self.writer.write(data)
+        # A client that stops reading is dropped like one that stops sending.
+        async with asyncio.timeout(self.timeout):
+            await self.writer.drain()
+
+    async def _send_reply(self, reply: _Reply, *, head: bool) -> bool:
+        """Send `reply`; True if the body went out whole, False if the connection must end."""
+        response = _response(reply)
+        self.writer.write(self.http.send(response))  # type: ignore[arg-type]
+        sent = 0
+        if not head and reply.status not in {204, 304}:
+            chunk = reply.first
+            while chunk:
+                if sent + len(chunk) > reply.length:
+                    return self._abort(f"body longer than its Content-Length {reply.length}")
+                sent += len(chunk)
+                await self._write(self.http.send_with_data_passthrough(h11.Data(data=chunk)))
+                if reply.rest is None:
+                    break
+                try:
+                    chunk = await self.gateway._run(_next_chunk, reply.rest)
+                except IntegrityError as exc:
+                    return self._abort(f"corrupt block while streaming: {exc}")
+                except Exception as exc:
+                    logger.exception("error while streaming")
+                    return self._abort(str(exc))
+            if sent != reply.length:
+                return self._abort(f"body of {sent} bytes, Content-Length said {reply.length}")
+        await self._write(self.http.send(h11.EndOfMessage()))  # type: ignore[arg-type]
+        return True
+
+    def _abort(self, why: str) -> bool:
+        # Headers promised bytes we cannot send correctly: a reset is the honest answer.
+        logger.error("aborting a response: %s", why)
+        self.writer.transport.abort()
+        return False
+
+    async def _finish_cycle(self) -> bool:
+        """Read the rest of the request (dropping any body); True if the next one may follow."""
+        discarded = 0
+        while self.http.their_state is h11.SEND_BODY:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    event = await self._next_event()
+            except (TimeoutError, h11.RemoteProtocolError):
+                return False
+            if isinstance(event, h11.Data):
+                discarded += len(event.data)
+                if discarded > _MAX_DISCARDED_BODY:
+                    return False
+            elif not isinstance(event, h11.EndOfMessage):
+                return False
+        if self.http.our_state is h11.DONE and self.http.their_state is h11.DONE:
+            self.http.start_next_cycle()
+            return True
+        return False
+
+
+def _response(reply: _Reply) -> h11.Response:
+    headers = [("Date", email.utils.formatdate(usegmt=True)), ("Server", _SERVER), *reply.headers]
+    if not reply.keep_alive:
+        headers.append(("Connection", "close"))
+    return h11.Response(
+        status_code=reply.status, headers=headers, reason=HTTPStatus(reply.status).phrase.encode()
+    )
+
+
+def _head_size(event: h11.Request) -> int:
+    return len(event.target) + sum(len(name) + len(value) + 4 for name, value in event.headers)
+
+
+def _request(event: h11.Request) -> _Request | None:
+    try:
+        target = event.target.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    if not target.startswith("/"):
+        # Absolute-form ("http://host/path") is what proxies send; HTTP/1.1 servers accept it.
+        parts = urllib.parse.urlsplit(target)
+        if parts.scheme not in {"http", "https"}:
+            return None if target != "*" else _Request(event.method.decode(), "*", "", {})
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    path, _, query = target.partition("?")
+    headers: dict[str, list[str]] = {}
+    for name, value in event.headers:
+        headers.setdefault(name.decode("ascii").lower(), []).append(value.decode("latin-1"))
+    return _Request(event.method.decode("ascii"), path, query, headers)
+
+
+# --- the server --------------------------------------------------------------------------------
+
+
+class Gateway:
+    """The HTTP gateway over `store`; `start` binds, `serve_forever` serves, `close` stops."""
+
+    def __init__(self, store: Store, config: GatewayConfig = GatewayConfig()) -> None:
+        self.store = store
+        self.config = config
+        self._answerer = _Answerer(store)
+        self._server: asyncio.Server | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._active = 0
+
+    async def start(self) -> int:
+        """Bind the listening socket; return the port actually bound (port 0 picks a free one)."""
+        if self._server is not None:
+            raise GatewayError("the gateway is already started")
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=_WORKERS, thread_name_prefix="ipwhl-gateway"
+        )
+        try:
+            self._server = await asyncio.start_server(
+                self._on_connection, self.config.host, self.config.port, backlog=1024
+            )
+        except OSError as exc:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            raise GatewayError(
+                f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror or exc}"
+            ) from exc
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def serve_forever(self) -> None:
+        """Serve until cancelled (binding first if `start` was not called)."""
+        if self._server is None:
+            await self.start()
+        assert self._server is not None
+        await self._server.serve_forever()
+
+    async def close(self) -> None:
+        """Stop listening, end every open connection, and release the worker threads."""
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+    async def _run(self, function: Callable[..., _T], *args: object) -> _T:
+        # Measured: hashing a 256 KiB leaf off the loop (sha256 drops the GIL) serves large
+        # files ~1.7x faster with 50 clients than doing it inline, at ~0.4 ms per small request.
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function, *args)
+
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        over_cap = self._active >= self.config.max_connections
+        if not over_cap:
+            self._active += 1
+        finished = False
+        try:
+            if over_cap:
+                await self._refuse(reader, writer)
+            else:
+                await _Connection(self, reader, writer).run()
+            finished = True
+        except (ConnectionError, TimeoutError, asyncio.CancelledError):
+            pass
+        except Exception:
+            logger.exception("connection failed")
+        finally:
+            if not over_cap:
+                self._active -= 1
+            self._tasks.discard(task)
+            if finished:
+                writer.close()
+            else:
+                # close() would wait to flush to a client that may never read; drop it now.
+                writer.transport.abort()
+
+    async def _refuse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        http = h11.Connection(h11.SERVER)
+        reply = _text_reply(
+            503, "too many connections; try again", ("Retry-After", "1"), keep_alive=False
+        )
+        writer.write(http.send(_response(reply)))  # type: ignore[arg-type]
+        writer.write(http.send(h11.Data(data=reply.first)))  # type: ignore[arg-type]
+        writer.write(http.send(h11.EndOfMessage()))  # type: ignore[arg-type]
+        # Closing with the request unread would reset the socket and lose the 503; linger a bit.
+        with contextlib.suppress(TimeoutError, ConnectionError):
+            async with asyncio.timeout(_REFUSAL_GRACE):
+                await writer.drain()
+                if writer.can_write_eof():
+                    writer.write_eof()
+                while await reader.read(_READ_SIZE):
+                    pass
+
+
+# --- entry points ------------------------------------------------------------------------------
+
+
+def _url_host(host: str) -> str:
+    if host in {"", "0.0.0.0"}:
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+def serve(store: Store, config: GatewayConfig) -> None:
+    """Serve until Ctrl-C or SIGTERM; GatewayError if the address cannot be bound."""
+
+    async def main() -> None:
+        gateway = Gateway(store, config)
+        port = await gateway.start()
+        print(f"ipwhl: serving http://{_url_host(config.host)}:{port}/ipfs/", file=sys.stderr)
+        loop = asyncio.get_running_loop()
+        serving = asyncio.ensure_future(gateway.serve_forever())
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGTERM, serving.cancel)
+        try:
+            await serving
+        except asyncio.CancelledError:
+            pass
+        finally:
+            await gateway.close()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
+
+
+@contextlib.contextmanager
+def running(store: Store, config: GatewayConfig = GatewayConfig(port=0)) -> Iterator[str]:
+    """Run a gateway on a background thread with its own loop; yield its base URL."""
+    loop = asyncio.new_event_loop()
+    gateway = Gateway(store, config)
+    bound: concurrent.futures.Future[int] = concurrent.futures.Future()
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            try:
+                bound.set_result(loop.run_until_complete(gateway.start()))
+            except BaseException as exc:
+                bound.set_exception(exc)
+                return
+            loop.run_forever()
+            loop.run_until_complete(gateway.close())
+        finally:
+            loop.close()
+
+    thread = threading.Thread(target=run, name="ipwhl-gateway", daemon=True)
+    thread.start()
+    port = bound.result()
+    try:
+        yield f"http://{_url_host(config.host)}:{port}"
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
