@@ -21,7 +21,10 @@ T = TypeVar("T")
 
 def _canonical(value: Any) -> Any:
     if isinstance(value, Mapping):
-        return {str(k): _canonical(value[k]) for k in sorted(value)}
+        # Only str keys: str() of other keys would make {1: x} and {"1": x} one derivation.
+        if not all(isinstance(k, str) for k in value):
+            raise TypeError("derivation input maps must have str keys")
+        return {k: _canonical(value[k]) for k in sorted(value)}
     if isinstance(value, list | tuple):
         return [_canonical(item) for item in value]
     if isinstance(value, str | bytes | int | float | bool) or value is None:

@@ -9,7 +9,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.client import HTTPException
+from http.client import HTTPException, IncompleteRead
 from pathlib import Path
 from typing import Any
 
@@ -88,8 +88,13 @@ class _Download:
                     while chunk := response.read(_CHUNK):
                         received += len(chunk)
                         yield chunk
+                    if response.length:
+                        # http.client ends a body cut short by a closed connection without an
+                        # error; treat it as the failure it is, so the rest is fetched by Range.
+                        raise IncompleteRead(b"", response.length)
                     return
             except urllib.error.HTTPError as exc:
+                exc.close()
                 if exc.code not in _RETRYABLE_HTTP or attempt >= self.retries:
                     raise FetchError(
                         f"cannot fetch {self.url}: HTTP {exc.code} {exc.reason}"

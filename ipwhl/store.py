@@ -34,6 +34,8 @@ __all__ = ["Layout", "Store", "default_store_path"]
 
 STORE_FORMAT = "1"
 _READ_SIZE = 1 << 20
+_FOLDERS = ("objects", "layouts", "blocks", "records", "roots", "tmp")
+_OWN_NAMES = frozenset({*_FOLDERS, "FORMAT", ".gitkeep"})
 
 
 def default_store_path(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -95,14 +97,16 @@ class Store:
                         f"this ipwhl reads {STORE_FORMAT!r}"
                     )
             else:
+                # Another process may be creating this store right now: its folders are
+                # ours, and FORMAT appears last.
                 if self.root.exists() and any(
-                    p.name not in {".gitkeep", "tmp"} for p in self.root.iterdir()
+                    p.name not in _OWN_NAMES for p in self.root.iterdir()
                 ):
                     raise StoreError(
                         f"{self.root} is not empty and is not an ipwhl store (no FORMAT file); "
                         "pass --store with an empty or existing store folder"
                     )
-                for sub in ("objects", "layouts", "blocks", "records", "roots", "tmp"):
+                for sub in _FOLDERS:
                     (self.root / sub).mkdir(parents=True, exist_ok=True)
                 self._write_atomic(marker, STORE_FORMAT.encode() + b"\n")
         except OSError as exc:
@@ -113,17 +117,17 @@ class Store:
 
     @contextlib.contextmanager
     def temporary(self, suffix: str = "") -> Iterator[tuple[Path, BinaryIO]]:
-        """A new file under tmp/; removed on error unless it was moved into place."""
+        """A new file under tmp/; removed at exit unless it was moved into place."""
         tmp_dir = self.root / "tmp"
         tmp_dir.mkdir(parents=True, exist_ok=True)
         path = tmp_dir / f"{os.getpid()}-{secrets.token_hex(8)}{suffix}"
         try:
             with open(path, "xb") as handle:
                 yield path, handle
-        except BaseException:
+        finally:
+            # After a commit the name is gone; anything left is an abandoned write.
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-            raise
 
     def _commit(self, temp: Path, handle: IO[bytes], final: Path) -> None:
         handle.flush()

@@ -1,0 +1,316 @@
+"""Tests for ipwhl.store: atomic writes, verified reads, layouts, records, roots, and two
+processes sharing one store."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import msgpack
+import pytest
+
+from ipwhl.cid import CID, RAW
+from ipwhl.errors import IntegrityError, NotFound, StoreError
+from ipwhl.store import Layout, Store, default_store_path
+from ipwhl.unixfs import CHUNK_SIZE, Block, FileBuilder, encode_file
+from tests.releasefactory import Project, write_release
+
+MAIN = Path(__file__).resolve().parents[1]
+HELLO = CID.parse("bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4")  # hello world\n
+FOLDERS = ("objects", "layouts", "blocks", "records", "roots")
+
+
+def _files(store: Store, *folders: str) -> list[Path]:
+    return sorted(p for f in folders for p in (store.root / f).rglob("*") if p.is_file())
+
+
+def _flip_byte(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    os.chmod(path, 0o644)
+    path.write_bytes(bytes(data))
+
+
+def _put_file(store: Store, data: bytes) -> tuple[CID, Layout]:
+    """Put `data` in the store the way fetch does: an object, a layout, interior blocks."""
+    leaves: list[tuple[CID, int, int]] = []
+    interior: list[Block] = []
+
+    def on_block(block: Block, offset: int | None) -> None:
+        if offset is None:
+            interior.append(block)
+        else:
+            leaves.append((block.cid, offset, len(block.data)))
+
+    builder = FileBuilder(on_block=on_block)
+    builder.update(data)
+    root, size, _ = builder.finish()
+    sha = hashlib.sha256(data).hexdigest()
+    with store.temporary() as (temp, handle):
+        handle.write(data)
+        store.commit_object(temp, handle, sha)
+    for block in interior:
+        store.put_block(block.cid, block.data)
+    layout = Layout(sha, size, tuple(leaves))
+    store.put_layout(root, layout)
+    return root, layout
+
+
+# -- opening -----------------------------------------------------------------------------------
+
+
+def test_open_creates_a_store(tmp_path: Path) -> None:
+    store = Store(tmp_path / "new" / "store").open()
+    assert (store.root / "FORMAT").read_text() == "1\n"
+    for folder in (*FOLDERS, "tmp"):
+        assert (store.root / folder).is_dir()
+    Store(store.root).open()  # opening again is fine
+
+
+def test_open_accepts_an_empty_folder_or_one_with_gitkeep(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    Store(tmp_path / "empty").open()
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / ".gitkeep").touch()
+    Store(tmp_path / "kept").open()
+
+
+def test_open_refuses_a_folder_that_is_not_a_store(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(StoreError, match="not an ipwhl store"):
+        Store(tmp_path).open()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_open_refuses_another_format(tmp_path: Path) -> None:
+    (tmp_path / "FORMAT").write_text("2\n")
+    with pytest.raises(StoreError, match="store format '2'"):
+        Store(tmp_path).open()
+
+
+def test_open_refuses_a_file(tmp_path: Path) -> None:
+    (tmp_path / "store").write_text("")
+    with pytest.raises(StoreError, match="cannot use store"):
+        Store(tmp_path / "store").open()
+
+
+def test_open_while_another_process_creates_the_store(tmp_path: Path) -> None:
+    # Another process has made the folders but not yet written FORMAT.
+    for folder in (*FOLDERS, "tmp"):
+        (tmp_path / folder).mkdir()
+    Store(tmp_path).open()
+    assert (tmp_path / "FORMAT").read_text() == "1\n"
+
+
+def test_default_store_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("IPWHL_STORE", raising=False)
+    assert default_store_path() == Path("store")
+    monkeypatch.setenv("IPWHL_STORE", str(tmp_path))
+    assert default_store_path() == tmp_path
+    assert default_store_path(tmp_path / "x") == tmp_path / "x"
+
+
+# -- atomic writes -----------------------------------------------------------------------------
+
+
+def test_nothing_appears_before_commit(store: Store) -> None:
+    data = b"wheel bytes" * 1000
+    sha = hashlib.sha256(data).hexdigest()
+    with store.temporary(".part") as (temp, handle):
+        handle.write(data)
+        assert temp.parent == store.root / "tmp"
+        assert not _files(store, *FOLDERS)
+        assert not store.has_object(sha)
+        final = store.commit_object(temp, handle, sha)
+    assert final == store.object_path(sha)
+    assert store.read_object(sha) == data
+    assert not _files(store, "tmp")
+
+
+def test_temporary_is_removed_after_an_exception(store: Store) -> None:
+    with pytest.raises(RuntimeError), store.temporary() as (temp, handle):
+        handle.write(b"half")
+        assert temp.exists()
+        raise RuntimeError("fetch failed")
+    assert not _files(store, "tmp", *FOLDERS)
+
+
+def test_temporary_is_removed_when_not_committed(store: Store) -> None:
+    with store.temporary() as (_temp, handle):
+        handle.write(b"never committed")
+    assert not _files(store, "tmp", *FOLDERS)
+
+
+def test_a_failed_write_leaves_nothing(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_space(fd: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    cid, _, blocks = encode_file(b"a page")
+    with pytest.raises(StoreError, match="no space left"):
+        store.put_block(cid, blocks[0].data)
+    with pytest.raises(StoreError, match="no space left"):
+        store.put_record("ab" * 32, {"x": 1})
+    assert not _files(store, "tmp", *FOLDERS)
+
+
+# -- blocks ------------------------------------------------------------------------------------
+
+
+def test_blocks_round_trip_and_are_verified(store: Store) -> None:
+    cid, _, blocks = encode_file(b"hello world\n")
+    assert cid == HELLO
+    assert not store.has_block(cid)
+    with pytest.raises(NotFound, match=str(cid)):
+        store.get_block(cid)
+    store.put_block(cid, blocks[0].data)
+    assert store.has_block(cid)
+    assert store.get_block(cid) == b"hello world\n"
+    _flip_byte(store.block_path(cid), 3)
+    with pytest.raises(IntegrityError, match=f"block {cid} in the store is corrupt"):
+        store.get_block(cid)
+
+
+def test_put_is_idempotent(store: Store) -> None:
+    cid, _, blocks = encode_file(b"same bytes")
+    store.put_block(cid, blocks[0].data)
+    before = store.block_path(cid).stat()
+    store.put_block(cid, blocks[0].data)
+    after = store.block_path(cid).stat()
+    assert (before.st_ino, before.st_mtime_ns) == (after.st_ino, after.st_mtime_ns)
+    root, layout = _put_file(store, b"x" * 10)
+    layout_stat = store.layout_path(root).stat()
+    store.put_layout(root, layout)
+    assert store.layout_path(root).stat().st_ino == layout_stat.st_ino
+    assert len(_files(store, "blocks")) == 1
+    assert len(_files(store, "layouts")) == 1
+    assert not _files(store, "tmp")
+
+
+# -- objects and layouts -----------------------------------------------------------------------
+
+
+def test_read_object_verifies(store: Store) -> None:
+    _, layout = _put_file(store, b"object bytes")
+    assert store.read_object(layout.object_sha256) == b"object bytes"
+    _flip_byte(store.object_path(layout.object_sha256), 0)
+    with pytest.raises(IntegrityError, match="corrupt"):
+        store.read_object(layout.object_sha256)
+    with pytest.raises(NotFound):
+        store.read_object("00" * 32)
+
+
+def test_layout_serves_verified_slices(store: Store) -> None:
+    data = bytes(range(256)) * 2100  # three leaves: 262144 + 262144 + 13312 bytes
+    root, layout = _put_file(store, data)
+    assert root.codec != RAW
+    assert store.get_layout(root) == layout
+    assert [length for _, _, length in layout.leaves] == [CHUNK_SIZE, CHUNK_SIZE, 13312]
+    assert b"".join(store.iter_layout(layout)) == data
+    for start, end in [(0, 10), (CHUNK_SIZE - 5, CHUNK_SIZE + 5), (500_000, None), (7, 7)]:
+        assert b"".join(store.iter_layout(layout, start, end)) == data[start:end]
+    for cid, offset, length in layout.leaves:
+        assert store.has_block(cid)
+        assert store.get_block(cid) == data[offset : offset + length]
+    assert store.get_block(root)  # the interior node is a block of its own
+    assert store.get_layout(HELLO) is None
+
+    # A fresh Store on the same folder finds leaves through the layouts on disk.
+    reopened = Store(store.root).open()
+    assert reopened.get_block(layout.leaves[2][0]) == data[2 * CHUNK_SIZE :]
+
+    _flip_byte(store.object_path(layout.object_sha256), CHUNK_SIZE + 1)
+    assert b"".join(store.iter_layout(layout, 0, 100)) == data[:100]  # the first leaf is whole
+    with pytest.raises(IntegrityError, match=f"corrupt at byte {CHUNK_SIZE}"):
+        b"".join(store.iter_layout(layout))
+    with pytest.raises(IntegrityError):
+        reopened.get_block(layout.leaves[1][0])
+
+
+def test_layout_without_its_object(store: Store) -> None:
+    root, layout = _put_file(store, b"gone")
+    store.object_path(layout.object_sha256).unlink()
+    with pytest.raises(NotFound):
+        b"".join(store.iter_layout(layout))
+    with pytest.raises(NotFound):
+        store.get_block(root)
+
+
+def test_layout_record_round_trip() -> None:
+    leaf = HELLO
+    layout = Layout("ab" * 32, 12, ((leaf, 0, 12),))
+    assert Layout.from_record(msgpack.unpackb(msgpack.packb(layout.to_record()))) == layout
+
+
+# -- records and roots -------------------------------------------------------------------------
+
+
+def test_records(store: Store) -> None:
+    key = "cd" * 32
+    assert store.get_record(key) is None
+    assert not store.has_record(key)
+    store.put_record(key, {"cid": "bafy", "sizes": [1, 2], "raw": b"\x00"})
+    assert store.has_record(key)
+    assert store.get_record(key) == {"cid": "bafy", "sizes": [1, 2], "raw": b"\x00"}
+    store.record_path(key).write_bytes(b"\xc1")  # never valid msgpack
+    with pytest.raises(IntegrityError, match=f"record {key}"):
+        store.get_record(key)
+
+
+def test_roots(store: Store) -> None:
+    first = CID.parse("bafybeiczsscdsbs7ffqz55asqdf3smv6klcw3gofszvwlyarci47bgf354")
+    second = HELLO
+    assert store.roots() == []
+    store.add_root("main", 2, second)
+    store.add_root("main", 1, first)
+    store.add_root("beta", 1, second)
+    assert store.roots() == [("beta", 1, second), ("main", 1, first), ("main", 2, second)]
+    assert (store.root / "roots" / "main" / "1").read_text() == f"{first}\n"
+    assert not _files(store, "tmp")
+
+
+# -- two processes, one store ------------------------------------------------------------------
+
+
+def _ipwhl(*args: str, cwd: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(MAIN)}
+    env.pop("IPWHL_STORE", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ipwhl", *args, "--quiet"],
+        cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _finish(process: subprocess.Popen[str]) -> tuple[int, str, str]:
+    out, err = process.communicate(timeout=120)
+    return process.returncode, out, err
+
+
+def test_two_processes_share_a_store(tmp_path: Path) -> None:
+    release = write_release(
+        tmp_path / "release",
+        [Project("a", "1.0", requires_dist=["b>=1"]), Project("b", "1.0"),
+         Project("c", "3.0", tags=("cp311-cp311-manylinux_2_17_x86_64", "cp312-cp312-win_amd64"))],
+    )
+    fresh = _ipwhl("build", str(release.path), "--store", str(tmp_path / "fresh"), cwd=tmp_path)
+    fresh_code, expected, fresh_err = _finish(fresh)
+    assert fresh_code == 0, fresh_err
+    assert expected.strip().startswith("bafy")
+    for run in range(3):
+        shared = tmp_path / f"shared{run}"
+        both = [
+            _ipwhl("check", str(release.path), "--store", str(shared), cwd=tmp_path)
+            for _ in range(2)
+        ]
+        for code, _, err in map(_finish, both):
+            assert code == 0, err
+        assert not list((shared / "tmp").iterdir())
+        code, built, err = _finish(
+            _ipwhl("build", str(release.path), "--store", str(shared), cwd=tmp_path)
+        )
+        assert code == 0, err
+        assert built == expected
