@@ -38,6 +38,8 @@ from .unixfs import Link
 __all__ = ["Gateway", "GatewayConfig", "GatewayError", "running", "serve"]
 
 logger = logging.getLogger(__name__)
+# One line per request, "METHOD PATH STATUS"; off unless a handler is attached.
+access_log = logging.getLogger(f"{__name__}.access")
 _T = TypeVar("_T")
 
 _IMMUTABLE = "public, max-age=29030400, immutable"
@@ -361,6 +363,7 @@ class _Connection:
                 await self._send_final(400, "bad request target")
                 return
             reply = await self.gateway._run(self.gateway._answerer.answer, request)
+            access_log.info("%s %s %d", request.method, request.path, reply.status)
             if not await self._send_reply(reply, head=request.method == "HEAD"):
                 return
             if not await self._finish_cycle():
