@@ -371,7 +371,7 @@ def build_release(
     checked = check_release(store, plan, realiser=realiser, progress=progress, workers=workers)
     checked.raise_for_violations()
     result = write_dag(store, plan, checked, realiser, on_top_of=on_top_of)
-    store.add_root(result.name, result.sequence, result.root)
+    store.add_root(result.name, result.sequence, result.root, realiser.used)
     return result
 
 

@@ -59,6 +59,7 @@ class Realiser:
     store: Store
     ran: Counter[str] = field(default_factory=Counter)
     reused: Counter[str] = field(default_factory=Counter)
+    used: set[str] = field(default_factory=set)  # every key realised or reused: a build's closure
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def is_realised(self, derivation: Derivation) -> bool:
@@ -79,9 +80,11 @@ class Realiser:
         if output is not None and (valid is None or valid(output)):
             with self._lock:
                 self.reused[derivation.builder] += 1
+                self.used.add(derivation.key)
             return output
         output = build()
         self.store.put_record(derivation.key, output)
         with self._lock:
             self.ran[derivation.builder] += 1
+            self.used.add(derivation.key)
         return output

@@ -20,7 +20,7 @@ import errno
 import hashlib
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -286,11 +286,24 @@ class Store:
 
     # -- roots ------------------------------------------------------------------------------
 
-    def add_root(self, name: str, sequence: int, cid: CID) -> Path:
-        """Register `cid` as release `sequence` of the line `name` (a GC root)."""
+    def add_root(
+        self, name: str, sequence: int, cid: CID, record_keys: Iterable[str] = ()
+    ) -> Path:
+        """Register `cid` as release `sequence` of the line `name` (a GC root), with the keys of
+        the derivation records that built it (kept alive with it, so a rebuild runs nothing)."""
         path = self.root / "roots" / name / str(sequence)
+        keys_path = path.with_name(f"{sequence}.keys")
+        self._write_atomic(keys_path, msgpack.packb(sorted(record_keys)))
         self._write_atomic(path, f"{cid}\n".encode())
         return path
+
+    def root_record_keys(self, name: str, sequence: int) -> list[str]:
+        """The derivation keys registered with a root (empty for a root pinned by hand)."""
+        try:
+            raw = (self.root / "roots" / name / f"{sequence}.keys").read_bytes()
+        except FileNotFoundError:
+            return []
+        return list(msgpack.unpackb(raw))
 
     def roots(self) -> list[tuple[str, int, CID]]:
         found = []
