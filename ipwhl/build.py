@@ -33,6 +33,7 @@ from .derivations import Derivation, Realiser
 from .errors import CheckFailed, FetchError, IntegrityError, NotFound, Violation
 from .evaluator import Plan, ProjectPlan, WheelPlan, plan_release
 from .fetch import FetchedFile, fetch_into_store
+from .overlay import Overlay, load_previous, plan_overlay
 from .releasefile import ReleaseSpec, load_release
 from .store import Store
 from .wheels import CoreMetadata, InvalidWheel, inspect_wheel
@@ -188,13 +189,24 @@ def check_release(
     realiser: Realiser | None = None,
     progress: Progress | None = None,
     workers: int = 4,
+    overlay: Overlay | None = None,
 ) -> CheckResult:
-    """Fetch, verify and inspect every wheel, then run the four checks; report every violation."""
+    """Fetch, verify and inspect every wheel, then run the four checks; report every violation.
+
+    With an `overlay`, only the wheels of added or changed projects are fetched and inspected,
+    and only the projects it names for rechecking have their platform and closure checks run:
+    the rest passed them in the previous release with the same inputs.
+    """
     realiser = realiser or Realiser(store)
     progress = progress or Progress()
     result = CheckResult(plan)
     findings: list[Finding] = []
-    wheels = [w for p in plan.projects for w in p.wheels]
+    projects = plan.projects
+    if overlay is not None:
+        projects = tuple(p for p in plan.projects if p.project in overlay.recheck | overlay.rebuilt)
+    wheels = [
+        w for p in projects for w in p.wheels if overlay is None or p.project in overlay.rebuilt
+    ]
     progress.start(len(wheels))
     realise_wheel = _WheelRealiser(store, realiser, progress)
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -205,7 +217,7 @@ def check_release(
                 result.wheels[outcome.plan.declaration.relpath] = outcome
     progress.finish()
     environments = plan.spec.supported
-    for project in plan.projects:
+    for project in projects:
         for wheel in project.wheels:
             realised = result.wheels.get(wheel.declaration.relpath)
             if realised is not None:
@@ -365,12 +377,30 @@ def build_release(
     realiser: Realiser | None = None,
     progress: Progress | None = None,
     workers: int = 4,
+    overlay: bool = True,
+    sequence: int | None = None,
 ) -> BuildResult:
-    """Check the release, write its DAG into the store, root it under its name; return the root."""
+    """Check the release, write its DAG into the store, root it under its name; return the root.
+
+    On top of a previous release (`on_top_of`, else the release file's `on-top-of`) the build
+    is an overlay: only what changed is fetched, checked and encoded (see `ipwhl.overlay`). The
+    result is the same CID a full build of the same declarations, sequence and previous gives;
+    `overlay=False` with an explicit `sequence` does that full build without reading the previous
+    release at all.
+    """
     realiser = realiser or Realiser(store)
-    checked = check_release(store, plan, realiser=realiser, progress=progress, workers=workers)
+    previous_text = on_top_of or plan.spec.on_top_of
+    layered: Overlay | None = None
+    if previous_text is not None and (overlay or sequence is None):
+        previous = load_previous(store, CID.parse(previous_text))
+        sequence = previous.sequence + 1 if sequence is None else sequence
+        if overlay:
+            layered = plan_overlay(plan, previous)
+    checked = check_release(store, plan, realiser=realiser, progress=progress, workers=workers,
+                            overlay=layered)
     checked.raise_for_violations()
-    result = write_dag(store, plan, checked, realiser, on_top_of=on_top_of)
+    result = write_dag(store, plan, checked, realiser, on_top_of=previous_text,
+                       sequence=sequence, overlay=layered)
     store.add_root(result.name, result.sequence, result.root, realiser.used)
     return result
 
@@ -382,20 +412,30 @@ def write_dag(
     realiser: Realiser,
     *,
     on_top_of: str | None = None,
+    sequence: int | None = None,
+    overlay: Overlay | None = None,
 ) -> BuildResult:
-    """Write every page and directory of a checked release (each a derivation); return the root."""
+    """Write every page and directory of a checked release (each a derivation); return the root.
+
+    Projects an `overlay` does not rebuild keep their previous directory, CID for CID.
+    """
     spec: ReleaseSpec = plan.spec
     previous = on_top_of or spec.on_top_of
-    sequence = 1
     if previous is not None:
-        previous_cid = CID.parse(previous)
-        previous = str(previous_cid)
-        sequence = int(read_release_info(store, previous_cid).get("sequence", 0)) + 1
+        previous = str(CID.parse(previous))
+        if sequence is None:
+            sequence = int(read_release_info(store, CID.parse(previous)).get("sequence", 0)) + 1
+    sequence = 1 if sequence is None else sequence
     writer = _DagWriter(store, realiser)
 
-    project_entries = [
-        _named(p.project, _project_directory(writer, p, checked.wheels)) for p in plan.projects
-    ]
+    project_entries = []
+    for project in plan.projects:
+        if overlay is not None and overlay.reuses(project.project):
+            link = overlay.previous.projects[project.project]
+            project_entries.append(Entry(project.project, link.cid, link.tsize))
+        else:
+            entry = _project_directory(writer, project, checked.wheels)
+            project_entries.append(_named(project.project, entry))
     project_names = [p.project for p in plan.projects]
     root_page = writer.file(
         "simple-index", {"projects": project_names}, lambda: index.root_page(project_names)

@@ -25,7 +25,9 @@ EXIT_USAGE = 2
 
 EXAMPLES = {
     "eval": "examples:\n  ipwhl eval examples/release.toml\n"
-    "  ipwhl eval examples/release.toml --json",
+    "  ipwhl eval examples/release.toml --json\n"
+    "  ipwhl eval release.toml --on-top-of $PREVIOUS   # what a build would redo, and why",
+    "diff": "examples:\n  ipwhl diff $OLD $NEW\n  ipwhl diff $OLD $NEW --json",
     "check": "examples:\n  ipwhl check examples/release.toml",
     "build": "examples:\n  ipwhl build examples/release.toml\n"
     "  ipwhl build release.toml --on-top-of bafy...",
@@ -77,8 +79,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from .derivations import Realiser
 
     plan = _load_plan(args.release)
-    realiser = Realiser(_store(args))
-    findings = [f for project in plan.projects for f in plan.declared_findings(project)]
+    store = _store(args)
+    realiser = Realiser(store)
+    overlay = None
+    on_top_of = args.on_top_of or plan.spec.on_top_of
+    if on_top_of is not None:
+        from .cid import CID
+        from .overlay import load_previous, plan_overlay
+
+        overlay = plan_overlay(plan, load_previous(store, CID.parse(on_top_of)))
+    findings = [
+        f for project in plan.projects
+        if overlay is None or project.project in overlay.recheck
+        for f in plan.declared_findings(project)
+    ]
     violations = to_violations(findings, plan.by_relpath)
     projects = []
     for project in plan.projects:
@@ -87,23 +101,33 @@ def cmd_eval(args: argparse.Namespace) -> int:
              "realised": realiser.is_realised(d)}
             for d in project.derivations()
         ]
-        projects.append({
+        entry = {
             "project": project.project,
             "version": project.version,
             "wheels": [w.declaration.filename for w in project.wheels],
             "derivations": steps,
-        })
+        }
+        if overlay is not None:
+            entry["overlay"] = {
+                "rebuild": project.project in overlay.rebuilt,
+                "recheck": project.project in overlay.recheck,
+                "reason": overlay.reasons.get(project.project, "unchanged: reused as it was"),
+            }
+        projects.append(entry)
+    removed = sorted(overlay.removed) if overlay is not None else []
     if args.json:
-        json.dump(
-            {"release": plan.spec.name, "projects": projects,
-             "violations": [str(v) for v in violations]},
-            sys.stdout, indent=2,
-        )
+        document = {"release": plan.spec.name, "projects": projects,
+                    "violations": [str(v) for v in violations]}
+        if overlay is not None:
+            document["on_top_of"] = str(overlay.previous.cid)
+            document["removed"] = removed
+        json.dump(document, sys.stdout, indent=2)
         print()
     else:
         total = realised = 0
         for project in projects:
-            print(f"{project['project']} {project['version']}")
+            reason = f"  [{project['overlay']['reason']}]" if "overlay" in project else ""
+            print(f"{project['project']} {project['version']}{reason}")
             for wheel in project["wheels"]:
                 print(f"  {wheel}")
             for step in project["derivations"]:
@@ -111,10 +135,51 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 realised += step["realised"]
                 state = "realised" if step["realised"] else "to build"
                 print(f"    {step['builder']:<15} {step['key'][:16]}  {state}")
+        for project in removed:
+            print(f"{project}  [removed]")
         print(f"{len(projects)} projects, {total} derivations, {realised} realised")
+        if overlay is not None:
+            print(f"on top of {overlay.previous.cid} (#{overlay.previous.sequence}): "
+                  f"{len(overlay.rebuilt)} projects to rebuild, {len(overlay.recheck)} to recheck, "
+                  f"{len(overlay.removed)} removed, "
+                  f"{len(plan.projects) - len(overlay.rebuilt)} reused")
     if violations:
         _print_violations(violations)
         return 4
+    return EXIT_OK
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from .cid import CID
+    from .diff import diff_releases
+
+    result = diff_releases(_store(args), CID.parse(args.old), CID.parse(args.new))
+    if args.json:
+        json.dump(result.to_json(), sys.stdout, indent=2)
+        print()
+        return EXIT_OK
+    print(f"{result.old} (#{result.old_sequence}) -> {result.new} (#{result.new_sequence})")
+    for line in result.environments_gained:
+        print(f"  + environment {line}")
+    for line in result.environments_lost:
+        print(f"  - environment {line}")
+    if not result.changes:
+        print("  no project changed")
+    for change in result.changes:
+        versions = {
+            "added": f"{change.new_version}",
+            "removed": f"{change.old_version}",
+        }.get(change.kind, f"{change.old_version} -> {change.new_version}")
+        print(f"  {change.kind:<10} {change.project} {versions}")
+        for wheel in change.wheels_added:
+            print(f"      + {wheel}")
+        for wheel in change.wheels_removed:
+            print(f"      - {wheel}")
+        if change.kind not in {"added", "removed"}:
+            for dependency in change.dependencies_added:
+                print(f"      + requires {dependency}")
+            for dependency in change.dependencies_removed:
+                print(f"      - requires {dependency}")
     return EXIT_OK
 
 
@@ -224,6 +289,8 @@ def _parser() -> argparse.ArgumentParser:
                   "and which derivations are already realised.")
     sub.add_argument("release", help="the release file (release.toml)")
     sub.add_argument("--json", action="store_true", help="machine-readable output")
+    sub.add_argument("--on-top-of", metavar="CID",
+                     help="show what a build on top of this release would redo, and why")
 
     sub = command("check", cmd_check, "Fetch and verify every wheel and run all four checks.")
     sub.add_argument("release", help="the release file (release.toml)")
@@ -240,6 +307,13 @@ def _parser() -> argparse.ArgumentParser:
 
     sub = command("ls", cmd_ls, "List a directory of a release.")
     sub.add_argument("path", metavar="CID[/PATH]")
+
+    sub = command("diff", cmd_diff,
+                  "Compare two releases: projects added, removed, upgraded, downgraded; wheels, "
+                  "dependencies and environments.")
+    sub.add_argument("old", metavar="OLD", help="the earlier release's CID")
+    sub.add_argument("new", metavar="NEW", help="the later release's CID")
+    sub.add_argument("--json", action="store_true", help="machine-readable output")
 
     sub = command(
         "serve", cmd_serve, "Serve the store as a read-only path gateway at /ipfs/<cid>/."

@@ -13,7 +13,15 @@ from .cid import CID, InvalidCID
 from .errors import IpwhlError, NotFound
 from .store import Store
 
-__all__ = ["InvalidPath", "Node", "iter_bytes", "list_dir", "resolve", "write_out"]
+__all__ = [
+    "InvalidPath",
+    "Node",
+    "iter_bytes",
+    "list_dir",
+    "resolve",
+    "walk_files",
+    "write_out",
+]
 
 
 class InvalidPath(IpwhlError, ValueError):
@@ -76,6 +84,20 @@ def resolve(store: Store, root: CID, segments: list[str]) -> Node:
 def list_dir(store: Store, cid: CID) -> list[unixfs.Link]:
     """The entries of a directory (HAMT shards flattened), sorted by name."""
     return unixfs.list_directory(cid, store.get_block)
+
+
+def walk_files(store: Store, cid: CID) -> dict[str, CID]:
+    """Every file under a directory, by POSIX path relative to it."""
+    files: dict[str, CID] = {}
+    pending = [("", cid)]
+    while pending:
+        prefix, folder = pending.pop()
+        for link in list_dir(store, folder):
+            if node(store, link.cid).is_dir:
+                pending.append((f"{prefix}{link.name}/", link.cid))
+            else:
+                files[f"{prefix}{link.name}"] = link.cid
+    return files
 
 
 def iter_bytes(store: Store, cid: CID, start: int = 0, end: int | None = None) -> Iterator[bytes]:
