@@ -15,6 +15,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import email.utils
+import hashlib
 import html
 import logging
 import re
@@ -29,8 +30,8 @@ from typing import TypeVar
 
 import h11
 
-from . import __version__, dag
-from .cid import CID
+from . import __version__, car, dag, unixfs
+from .cid import CID, IDENTITY
 from .errors import IntegrityError, IpwhlError, NotFound
 from .store import Store
 from .unixfs import Link
@@ -114,7 +115,7 @@ class _Reply:
     headers: list[tuple[str, str]]
     first: bytes = b""
     rest: Iterator[bytes] | None = None
-    length: int = 0
+    length: int | None = 0  # None: length unknown up front, sent chunked (a CAR stream)
     keep_alive: bool = True
 
 
@@ -123,6 +124,10 @@ class _Unsatisfiable(Exception):
 
 
 class _BadRequest(ValueError):
+    pass
+
+
+class _NotAcceptable(ValueError):
     pass
 
 
@@ -231,6 +236,8 @@ class _Answerer:
             return self._ipfs(request)
         except (dag.InvalidPath, _BadRequest) as exc:
             return _text_reply(400, f"bad path: {exc}")
+        except _NotAcceptable as exc:
+            return _text_reply(406, f"not acceptable: {exc}")
         except IntegrityError as exc:
             logger.error("refusing %s: %s", request.path, exc)
             return _text_reply(500, "corrupt block in store")
@@ -250,8 +257,14 @@ class _Answerer:
             except UnicodeDecodeError:
                 raise _BadRequest("percent-encoded bytes are not UTF-8") from None
         root, segments = dag.split_path(path[len("/ipfs/") :])
+        cache_control = (request.header("cache-control") or "").lower()
+        if "only-if-cached" in cache_control and not _have_block(self.store, root):
+            return _text_reply(412, f"{root} is not in this gateway's store")
+        trustless = _trustless_format(request)
+        if trustless is not None:
+            return self._trustless(request, root, segments, trustless)
         target = dag.resolve(self.store, root, segments)
-        common = [("X-Ipfs-Path", path), ("Cache-Control", _IMMUTABLE)]
+        common = [("X-Ipfs-Path", path), ("Cache-Control", _IMMUTABLE), ("Vary", "Accept")]
         if target.is_dir:
             if not path.endswith("/"):
                 location = path + "/" + (f"?{request.query}" if request.query else "")
@@ -318,10 +331,200 @@ class _Answerer:
         reply.rest = chunks
         return reply
 
+    def _trustless(
+        self, request: _Request, root: CID, segments: list[str], wanted: _Trustless
+    ) -> _Reply:
+        # A block or a CAR, which the client verifies itself (trustless gateway spec).
+        get_block = self.store.get_block
+        terminal, path_blocks, steps = car.resolve_path(get_block, root, segments)
+        headers = [
+            ("Cache-Control", _IMMUTABLE),
+            ("X-Ipfs-Path", request.path),
+            ("X-Ipfs-Roots", ",".join(str(cid) for cid in steps)),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Vary", "Accept"),
+        ]
+        if wanted.from_accept:
+            # Caches key on the URL: name the URL that gives this representation by itself.
+            query = f"&{request.query}" if request.query else ""
+            headers.append(("Content-Location", f"{request.path}?format={wanted.kind}{query}"))
+        if wanted.kind == "raw":
+            etag = f'"{terminal}.raw"'
+            headers += [
+                ("Content-Type", _RAW_BLOCK),
+                ("Content-Disposition", f'attachment; filename="{terminal}.bin"'),
+                ("ETag", etag),
+            ]
+            conditional = request.header("if-none-match")
+            if conditional is not None and _etag_matches(conditional, etag):
+                return _Reply(304, headers)
+            block = car.block_bytes(get_block, terminal)
+            headers.append(("Content-Length", str(len(block))))
+            body = b"" if request.method == "HEAD" else block
+            return _Reply(200, headers, first=body, length=len(block))
+        scope, byte_range = _car_scope(request, self.store, terminal)
+        variant = f"{'/'.join(segments)}\0{scope}\0{byte_range}\0{wanted.dups}"
+        digest = hashlib.sha256(variant.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        etag = f'W/"{root}.car.{digest}"'
+        dups = "y" if wanted.dups else "n"
+        headers += [
+            ("Content-Type", f"{_CAR_STREAM}; version=1; order=dfs; dups={dups}"),
+            ("Content-Disposition", f'attachment; filename="{terminal}.car"'),
+            ("Accept-Ranges", "none"),
+            ("ETag", etag),
+        ]
+        conditional = request.header("if-none-match")
+        if conditional is not None and _etag_matches(conditional, etag):
+            return _Reply(304, headers)
+        reply = _Reply(200, headers, length=None)
+        if request.method == "HEAD":
+            car.block_bytes(get_block, terminal)  # 404 now if the DAG is not here
+            return reply
+
+        def blocks() -> Iterator[tuple[CID, bytes]]:
+            seen: set[CID] = set()
+            for cid in path_blocks:
+                seen.add(cid)
+                yield cid, car.block_bytes(get_block, cid)
+            yield from car.walk_dag(
+                get_block, terminal, scope=scope, byte_range=byte_range, dups=wanted.dups,
+                seen=seen,
+            )
+
+        # The first piece holds the terminal's block: a missing one is still an honest 404.
+        chunks = _batched(car.car_stream([root], blocks()))
+        reply.first = _next_chunk(chunks)
+        reply.rest = chunks
+        return reply
+
 
 def _next_chunk(chunks: Iterator[bytes]) -> bytes:
     """The next non-empty piece of a body, b"" at its end."""
     return next((chunk for chunk in chunks if chunk), b"")
+
+
+# --- trustless responses (application/vnd.ipld.raw and application/vnd.ipld.car) ---------------
+
+_RAW_BLOCK = "application/vnd.ipld.raw"
+_CAR_STREAM = "application/vnd.ipld.car"
+_SCOPES = ("all", "entity", "block")
+_ENTITY_BYTES = re.compile(r"(-?[0-9]{1,18}):(\*|-?[0-9]{1,18})")
+# A CAR goes out in pieces of about this size: fewer trips to the worker threads.
+_CAR_PIECE = 256 * 1024
+
+
+@dataclass(frozen=True)
+class _Trustless:
+    """A negotiated trustless response: a raw block or a CAR, and how it was asked for."""
+
+    kind: str  # "raw" or "car"
+    from_accept: bool  # chosen by the Accept header rather than ?format=
+    dups: bool = False
+
+
+def _media_ranges(accept: str) -> Iterator[tuple[str, dict[str, str]]]:
+    for entry in accept.split(","):
+        media, *parameters = (part.strip() for part in entry.split(";"))
+        values = {}
+        for parameter in parameters:
+            key, _, value = parameter.partition("=")
+            values[key.strip().lower()] = value.strip().strip('"')
+        yield media.lower(), values
+
+
+def _car_variant(values: dict[str, str]) -> bool | None:
+    """dups wanted for a CAR with these parameters; None if we cannot produce that variant."""
+    if values.get("version", "1") != "1" or values.get("order", "dfs") not in {"dfs", "unk"}:
+        return None
+    dups = values.get("dups", "n")
+    return None if dups not in {"y", "n"} else dups == "y"
+
+
+def _trustless_format(request: _Request) -> _Trustless | None:
+    """The trustless response a request asks for (?format= first, then Accept), else None."""
+    query = urllib.parse.parse_qs(request.query, keep_blank_values=True)
+    explicit = (query.get("format") or [""])[-1]
+    accepted = list(_media_ranges(request.header("accept") or ""))
+    accepted = [(media, values) for media, values in accepted if values.get("q") not in _ZERO_Q]
+    car_values = {
+        key.removeprefix("car-"): value[-1]
+        for key, value in query.items()
+        if key in {"car-version", "car-order", "car-dups"}
+    }
+    if explicit:
+        if explicit == "raw":
+            return _Trustless("raw", False)
+        if explicit != "car":
+            raise _BadRequest(f"format={explicit} is not served here (raw or car)")
+        values = next((v for media, v in accepted if media == _CAR_STREAM), {})
+        dups = _car_variant({**values, **car_values})
+        if dups is None:
+            raise _NotAcceptable("this gateway sends CARs as version=1, order=dfs, dups=y or n")
+        return _Trustless("car", False, dups)
+    refused = False
+    for media, values in accepted:
+        if media == _RAW_BLOCK:
+            return _Trustless("raw", True)
+        if media == _CAR_STREAM:
+            dups = _car_variant({**values, **car_values})
+            if dups is not None:
+                return _Trustless("car", True, dups)
+            refused = True
+    if refused:
+        raise _NotAcceptable("this gateway sends CARs as version=1, order=dfs, dups=y or n")
+    return None
+
+
+_ZERO_Q = frozenset({"0", "0.", "0.0", "0.00", "0.000"})
+
+
+def _car_scope(
+    request: _Request, store: Store, terminal: CID
+) -> tuple[car.Scope, tuple[int, int] | None]:
+    """dag-scope and entity-bytes of a CAR request, the byte range resolved against the file."""
+    query = urllib.parse.parse_qs(request.query, keep_blank_values=True)
+    scope = (query.get("dag-scope") or ["all"])[-1]
+    if scope not in _SCOPES:
+        raise _BadRequest(f"dag-scope={scope} is not one of block, entity, all")
+    entity_bytes = (query.get("entity-bytes") or [None])[-1]
+    if entity_bytes is None:
+        return scope, None  # type: ignore[return-value]
+    match = _ENTITY_BYTES.fullmatch(entity_bytes)
+    if match is None:
+        raise _BadRequest(f"entity-bytes={entity_bytes} is not FROM:TO (integers, TO may be *)")
+    def get_block(cid: CID) -> bytes:
+        return car.block_bytes(store.get_block, cid)
+
+    if unixfs.node_kind(terminal, get_block) in {"directory", "hamt"}:
+        return "entity", None  # not a byte array: the parameter is ignored
+    size = unixfs.file_size(terminal, get_block)
+    first = int(match[1])
+    last = size - 1 if match[2] == "*" else int(match[2])
+    first = max(size + first, 0) if first < 0 else first
+    last = size + last if last < 0 else min(last, size - 1)
+    if size and first >= size:
+        raise _BadRequest(f"entity-bytes={entity_bytes} lies outside the file's {size} bytes")
+    if not size or last < first:
+        return "block", None  # an empty range: the root block tells the client why
+    return "entity", (first, last)
+
+
+def _batched(pieces: Iterator[bytes]) -> Iterator[bytes]:
+    """Join small pieces of a stream into ones of about _CAR_PIECE bytes."""
+    pending: list[bytes] = []
+    size = 0
+    for piece in pieces:
+        pending.append(piece)
+        size += len(piece)
+        if size >= _CAR_PIECE:
+            yield b"".join(pending)
+            pending, size = [], 0
+    if pending:
+        yield b"".join(pending)
+
+
+def _have_block(store: Store, cid: CID) -> bool:
+    return cid.hash_code == IDENTITY or store.has_block(cid)
 
 
 # --- the connection loop -----------------------------------------------------------------------
@@ -396,7 +599,7 @@ class _Connection:
         if not head and reply.status not in {204, 304}:
             chunk = reply.first
             while chunk:
-                if sent + len(chunk) > reply.length:
+                if reply.length is not None and sent + len(chunk) > reply.length:
                     return self._abort(f"body longer than its Content-Length {reply.length}")
                 sent += len(chunk)
                 await self._write(self.http.send_with_data_passthrough(h11.Data(data=chunk)))
@@ -409,7 +612,7 @@ class _Connection:
                 except Exception as exc:
                     logger.exception("error while streaming")
                     return self._abort(str(exc))
-            if sent != reply.length:
+            if reply.length is not None and sent != reply.length:
                 return self._abort(f"body of {sent} bytes, Content-Length said {reply.length}")
         await self._write(self.http.send(h11.EndOfMessage()))  # type: ignore[arg-type]
         return True
