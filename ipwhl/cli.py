@@ -15,8 +15,12 @@ from . import __version__
 from .errors import IpwhlError
 
 if TYPE_CHECKING:  # imported lazily at run time, for start-up time
+    from datetime import datetime, timedelta
+
     from .evaluator import Plan
+    from .signing import SecretKey
     from .store import Store
+    from .trust import Verified
 
 __all__ = ["main"]
 
@@ -29,13 +33,40 @@ EXAMPLES = {
     "  ipwhl eval release.toml --on-top-of $PREVIOUS   # what a build would redo, and why",
     "diff": "examples:\n  ipwhl diff $OLD $NEW\n  ipwhl diff $OLD $NEW --json",
     "check": "examples:\n  ipwhl check examples/release.toml",
+    "roots": "examples:\n  ipwhl roots\n  ipwhl roots add mirror bafy...\n"
+    "  ipwhl roots rm example@3\n  ipwhl roots rm example",
+    "gc": "examples:\n  ipwhl gc --dry-run\n  ipwhl gc\n"
+    "  ipwhl gc --older-than 7d --max-freed 10G",
+    "store": "examples:\n  ipwhl store verify\n  ipwhl store verify --repair",
     "build": "examples:\n  ipwhl build examples/release.toml\n"
-    "  ipwhl build release.toml --on-top-of bafy...",
+    "  ipwhl build release.toml --on-top-of bafy...\n"
+    "  ipwhl build release.toml --on-top-of bafy... --from https://ipfs.io",
     "get": "examples:\n  ipwhl get $CID -o release/\n"
     "  ipwhl get $CID/simple/index.html -o index.html",
     "ls": "examples:\n  ipwhl ls $CID\n  ipwhl ls $CID/simple/requests",
+    "export": "examples:\n  ipwhl export $CID -o release.car && ipfs dag import release.car\n"
+    "  ipwhl export $CID/simple -o simple.car",
+    "import": "examples:\n  ipwhl import release.car\n"
+    "  ipwhl import release.car --root-name mirror\n"
+    "  curl -s 'https://ipfs.io/ipfs/'$CID'?format=car' | ipwhl import -",
+    "fetch": "examples:\n  ipwhl fetch $CID --from https://ipfs.io\n"
+    "  ipwhl fetch $CID --from http://mirror.example:8080 --from https://dweb.link "
+    "--root-name mirror\n  IPWHL_GATEWAYS=https://ipfs.io,https://dweb.link ipwhl fetch $CID",
+    "publish": "examples:\n  ipwhl publish $CID --to http://127.0.0.1:5001\n"
+    "  ipwhl publish $CID --to /ip4/10.0.0.2/tcp/5001 --rpc-auth bearer:$SECRET\n"
+    "  ipwhl publish $CID --pinning-service https://api.pinata.cloud/psa --token $JWT "
+    "--origin /ip4/203.0.113.5/tcp/4001/p2p/12D3Koo... --wait 600",
     "serve": "examples:\n  ipwhl serve\n  ipwhl serve --port 9000\n"
     "  pip install --index-url http://127.0.0.1:8080/ipfs/$CID/simple/ requests",
+    "keygen": "examples:\n  ipwhl keygen --public release.pub --secret release.key\n"
+    "  IPWHL_KEY_PASSPHRASE=... ipwhl keygen --public release.pub --secret release.key",
+    "sign": "examples:\n  ipwhl sign $CID --key release.key -o example.record\n"
+    "  ipwhl sign $CID --key release.key -o example.record --expires 90d",
+    "verify": "examples:\n  ipwhl verify example.record --pubkey release.pub\n"
+    "  CID=$(ipwhl verify example.record --pubkey release.pub --state trust.json)",
+    "use": "examples:\n"
+    "  ipwhl use example.record --gateway http://127.0.0.1:8080 --pubkey release.pub\n"
+    "  ipwhl use example.record --gateway https://gw.example --print --scope user",
 }
 
 
@@ -191,7 +222,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     store = _store(args).open()
     # sys.stderr as it is now, not as it was at import: callers of main() may redirect it.
     progress = progress_for(sys.stderr, quiet=args.quiet)
-    result = check_release(store, plan, progress=progress, workers=_workers())
+    with store.lock():  # beside builds, never during a gc
+        result = check_release(store, plan, progress=progress, workers=_workers())
     if result.violations:
         _print_violations(result.violations)
         return 4
@@ -208,7 +240,12 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     plan = _load_plan(args.release)
     store = _store(args).open()
+    # The key (and its passphrase) before a long build, not after it.
+    signing = (_read_key(args.sign), _record_times(args)) if args.sign else None
     progress = progress_for(sys.stderr, quiet=args.quiet)
+    previous = args.on_top_of or plan.spec.on_top_of
+    if previous is not None:
+        _ensure_whole(args, store, previous, args.gateways)
     try:
         result = build_release(store, plan, on_top_of=args.on_top_of, progress=progress,
                                workers=_workers())
@@ -216,12 +253,104 @@ def cmd_build(args: argparse.Namespace) -> int:
         _print_violations(failed.violations)
         return failed.exit_code
     print(result.root)
+    if args.keep:
+        from .gc import prune_roots
+
+        dropped = prune_roots(store, result.name, args.keep)
+        if dropped and not args.quiet:
+            print(f"ipwhl: unrooted {result.name} #{', #'.join(map(str, dropped))} "
+                  f"(--keep {args.keep}); `ipwhl gc` frees their space", file=sys.stderr)
     if not args.quiet:
         ran = sum(result.realiser.ran.values())
         reused = sum(result.realiser.reused.values())
         print(f"ipwhl: built {result.name} #{result.sequence}: {ran} steps run, {reused} reused",
               file=sys.stderr)
+    if signing is not None:
+        record = Path(args.record or f"{result.name}-{result.sequence}.record")
+        _sign_release(args, store, str(result.root), *signing, record)
     return EXIT_OK
+
+
+def _say_waiting(what: str) -> Callable[[], None]:
+    return lambda: print(f"ipwhl: waiting for {what} to finish…", file=sys.stderr)
+
+
+def cmd_roots(args: argparse.Namespace) -> int:
+    from .gc import describe_roots, list_roots
+
+    for line in describe_roots(list_roots(_store(args).open())):
+        print(line)
+    return EXIT_OK
+
+
+def cmd_roots_add(args: argparse.Namespace) -> int:
+    from .cid import CID
+    from .gc import pin
+
+    cid = CID.parse(args.cid)
+    sequence, missing = pin(_store(args).open(), args.name, cid)
+    if not args.quiet:
+        print(f"ipwhl: pinned {cid} as {args.name} #{sequence}", file=sys.stderr)
+        if missing:
+            print(f"ipwhl: {missing} blocks of it are not in the store yet", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_roots_rm(args: argparse.Namespace) -> int:
+    from .gc import unpin
+
+    name, _, sequence = args.root.partition("@")
+    if sequence and not sequence.isdigit():
+        raise _BadArgument(f"{args.root!r}: expected NAME or NAME@SEQUENCE, such as example@3")
+    dropped = unpin(_store(args).open(), name, int(sequence) if sequence else None)
+    if not args.quiet:
+        print(f"ipwhl: unrooted {name} #{', #'.join(map(str, dropped))}; "
+              "`ipwhl gc` frees their space", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from .gc import collect_garbage
+
+    report = collect_garbage(
+        _store(args).open(), dry_run=args.dry_run, max_freed=args.max_freed,
+        older_than=args.older_than, on_wait=_say_waiting("running builds"),
+    )
+    print(f"ipwhl: {report}")
+    return EXIT_OK
+
+
+def cmd_store_verify(args: argparse.Namespace) -> int:
+    from .verify import verify_store
+
+    report = verify_store(_store(args).open(), repair=args.repair,
+                          on_wait=_say_waiting("running builds"))
+    lines = report.lines()
+    for line in lines[:-1]:
+        print(line)
+    if not args.quiet or report.exit_code:
+        print(f"ipwhl: {lines[-1]}", file=sys.stderr)
+    return report.exit_code
+
+
+class _BadArgument(IpwhlError):
+    exit_code = EXIT_USAGE
+
+
+def _amount(parse: Callable[[str], float]) -> Callable[[str], float]:
+    def convert(text: str) -> float:
+        try:
+            return parse(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    return convert
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
 
 
 def cmd_get(args: argparse.Namespace) -> int:
@@ -256,6 +385,300 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     serve(_store(args).open(), GatewayConfig(host=args.host, port=args.port))
     return EXIT_OK
+
+
+def _ensure_whole(
+    args: argparse.Namespace, store: Store, cid_text: str, gateways: Sequence[str] | None
+) -> None:
+    """The DAG under `cid_text` in the store, fetched from the gateways first if needed."""
+    from .cid import CID
+    from .remote import FetchProgress, configured_gateways, ensure_dag
+
+    progress = None if args.quiet else FetchProgress(sys.stderr)
+    try:
+        stats = ensure_dag(store, CID.parse(cid_text), configured_gateways(gateways or ()),
+                           progress=progress)
+    finally:
+        if progress is not None:
+            progress.close()
+    if stats is not None and progress is not None:
+        print(f"ipwhl: {cid_text}: {progress.summary()}", file=sys.stderr)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .car import export_car
+    from .dag import resolve, split_path
+
+    store = _store(args)
+    root, segments = split_path(args.path)
+    target = resolve(store, root, segments)
+    result = export_car(store, target.cid, args.output)
+    if not args.quiet:
+        print(f"ipwhl: wrote {target.cid} to {args.output}: {result.blocks} blocks, "
+              f"{result.size:,} bytes", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from .car import import_car
+
+    store = _store(args).open()
+    result = import_car(store, args.car, root_name=args.root_name)
+    for root in result.roots:
+        print(root)
+    if not args.quiet:
+        said = (f"ipwhl: imported {result.written} blocks ({result.size / 1e6:,.1f} MB), "
+                f"{result.present} already here")
+        if result.unreachable:
+            said += f"; left out {result.unreachable} blocks no root reaches"
+        if result.pinned:
+            said += f"; rooted as {result.pinned[0]} #{result.pinned[1]}"
+        print(said, file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_fetch(args: argparse.Namespace) -> int:
+    from .car import pin_root
+    from .dag import InvalidPath, split_path
+    from .remote import FetchProgress, configured_gateways, fetch_dag
+
+    root, segments = split_path(args.cid)
+    if segments:
+        raise InvalidPath(f"fetch takes a release CID, not a path: {args.cid}")
+    store = _store(args).open()
+    progress = None if args.quiet else FetchProgress(sys.stderr)
+    try:
+        fetch_dag(store, root, configured_gateways(args.gateways or ()), progress=progress,
+                  workers=args.jobs)
+    finally:
+        if progress is not None:
+            progress.close()
+    pinned = "" if not args.root_name else (
+        f"; rooted as {args.root_name} #{pin_root(store, root, args.root_name)}"
+    )
+    if progress is not None:
+        print(f"ipwhl: {root}: {progress.summary()}{pinned}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from .dag import InvalidPath, split_path
+    from .errors import NotFound
+    from .publish import pin_remotely, publish_to_kubo
+    from .remote import missing_blocks
+
+    if not args.to and not args.pinning_service:
+        raise _Usage("say where to publish: --to URL (a kubo node's RPC) and/or "
+                     "--pinning-service URL")
+    root, segments = split_path(args.cid)
+    if segments:
+        raise InvalidPath(f"publish takes a release CID, not a path: {args.cid}")
+    store = _store(args)
+    if args.to and missing_blocks(store, root):
+        raise NotFound(f"{root} is not wholly in the store {store.root}; `ipwhl fetch` it first")
+    for url in args.to or ():
+        done = publish_to_kubo(store, root, url, auth=args.rpc_auth or
+                               os.environ.get("IPWHL_RPC_AUTH"))
+        if not args.quiet:
+            print(f"ipwhl: {url}: imported and pinned {root} ({done.car_size:,} bytes of CAR)",
+                  file=sys.stderr)
+    if args.pinning_service:
+        name = args.name or _release_label(store, root)
+        status = pin_remotely(
+            args.pinning_service, args.token or os.environ.get("IPWHL_PINNING_TOKEN", ""), root,
+            name=name, origins=args.origin or (), wait=args.wait,
+        )
+        if not args.quiet:
+            print(f"ipwhl: {args.pinning_service}: {root} is {status.status} "
+                  f"(request {status.requestid})", file=sys.stderr)
+            if status.status != "pinned" and status.delegates:
+                print("ipwhl: to hand it the blocks sooner: ipfs swarm connect "
+                      + " ".join(status.delegates), file=sys.stderr)
+    return EXIT_OK
+
+
+def _release_label(store: Store, root: object) -> str | None:
+    from .build import read_release_info
+
+    try:
+        info = read_release_info(store, root)  # type: ignore[arg-type]
+        return f"{info['name']} #{info['sequence']}"
+    except (IpwhlError, KeyError, ValueError):
+        return None
+
+
+class _Usage(IpwhlError):
+    exit_code = EXIT_USAGE
+
+
+def _passphrase(*, new: bool = False) -> Callable[[], str]:
+    """The secret key's passphrase, asked for only when needed: $IPWHL_KEY_PASSPHRASE, else the
+    terminal (twice for a new key)."""
+
+    def ask() -> str:
+        import getpass
+
+        from .signing import InvalidKey
+
+        given = os.environ.get("IPWHL_KEY_PASSPHRASE")
+        if given:
+            return given
+        try:
+            first = getpass.getpass("ipwhl: passphrase for the secret key: ")
+            if new and getpass.getpass("ipwhl: the same passphrase again: ") != first:
+                raise InvalidKey("the two passphrases differ")
+        except EOFError:
+            raise InvalidKey(
+                "no passphrase: set IPWHL_KEY_PASSPHRASE or run in a terminal"
+            ) from None
+        if new and not first:
+            raise InvalidKey("an empty passphrase would leave the secret key unprotected")
+        return first
+
+    return ask
+
+
+def _when(text: str) -> timedelta | datetime:
+    """--expires: a duration after creation (30d, 12h, 2w) or an RFC 3339 date-time."""
+    from .trust import parse_duration, parse_time
+
+    for parse in (parse_duration, parse_time):
+        try:
+            return parse(text)
+        except ValueError:
+            pass
+    raise argparse.ArgumentTypeError(f"{text!r} is neither a duration (30d, 12h, 2w) nor a "
+                                     "date-time (2026-12-31T00:00:00Z)")
+
+
+def _time(text: str) -> datetime:
+    from .trust import parse_time
+
+    try:
+        return parse_time(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _record_times(args: argparse.Namespace) -> tuple[datetime, datetime]:
+    from .trust import record_times
+
+    try:
+        return record_times(getattr(args, "created", None), args.expires)
+    except ValueError as error:
+        raise _Usage(str(error)) from None
+
+
+def _sign_release(args: argparse.Namespace, store: Store, cid: str, key: SecretKey,
+                  times: tuple[datetime, datetime], output: Path) -> None:
+    from .trust import format_time, make_record, save_in_store, sign_record, write_signed
+
+    created, expires = times
+    record = make_record(store, cid, created=created, expires=expires)
+    data, signature = sign_record(record, key)
+    write_signed(output, data, signature)
+    save_in_store(store, data, signature)
+    if not args.quiet:
+        print(f"ipwhl: signed {record.name} #{record.sequence} ({record.cid}) with key "
+              f"{key.public_key().key_id_text}, valid until "
+              f"{format_time(record.expires)}: wrote {output} and {output}.minisig",
+              file=sys.stderr)
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from .signing import generate, write_key_pair
+
+    key = generate()
+    write_key_pair(key, Path(args.public), Path(args.secret), _passphrase(new=True)(),
+                   force=args.force)
+    print(key.public_key().to_base64())
+    if not args.quiet:
+        print(f"ipwhl: wrote key {key.public_key().key_id_text}: public {args.public}, "
+              f"secret {args.secret} (encrypted; keep it secret)", file=sys.stderr)
+    return EXIT_OK
+
+
+def _read_key(path: str) -> SecretKey:
+    from .signing import read_secret_key
+
+    return read_secret_key(path, _passphrase())
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    store = _store(args).open()
+    times = _record_times(args)
+    key = _read_key(args.key)
+    _sign_release(args, store, args.cid, key, times, Path(args.output))
+    return EXIT_OK
+
+
+def _verify(args: argparse.Namespace) -> Verified:
+    from .signing import BadSignature, read_public_keys
+    from .trust import default_state_path, signature_path, verify_release
+
+    path = Path(args.record)
+    data = path.read_bytes()
+    try:
+        signature = signature_path(path).read_text(encoding="utf-8")
+    except (FileNotFoundError, UnicodeDecodeError) as error:
+        reason = "missing" if isinstance(error, FileNotFoundError) else "not text"
+        raise BadSignature(f"{path} is not signed: {signature_path(path)} is {reason}",
+                           "format") from None
+    pubkeys = [key for pub in args.pubkey or () for key in read_public_keys(pub)]
+    state = Path(args.state) if args.state else default_state_path()
+    return verify_release(_store(args), data, signature, pubkeys=pubkeys, state_path=state,
+                          record_label=str(path))
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .trust import format_time
+
+    verified = _verify(args)
+    record = verified.record
+    print(record.cid)
+    if not args.quiet:
+        print(f"ipwhl: {args.record}: {record.name} #{record.sequence} signed by key "
+              f"{verified.signer.key_id_text}, valid until {format_time(record.expires)} "
+              f"({verified.status})", file=sys.stderr)
+    return EXIT_OK
+
+
+def _active_python() -> str:
+    venv = os.environ.get("VIRTUAL_ENV")
+    if venv:
+        for candidate in (Path(venv) / "bin" / "python", Path(venv) / "Scripts" / "python.exe"):
+            if candidate.exists():
+                return str(candidate)
+    return sys.executable
+
+
+def cmd_use(args: argparse.Namespace) -> int:
+    import shlex
+    import subprocess
+
+    from .trust import index_url, pip_config_command
+
+    verified = _verify(args)
+    url = index_url(args.gateway, verified.record.cid)
+    if args.print:
+        print(shlex.join(pip_config_command(args.scope, url)))
+        print(f"export UV_INDEX_URL={shlex.quote(url)}")
+        return EXIT_OK
+    python = args.python or _active_python()
+    command = pip_config_command(args.scope, url, python)
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise IpwhlError(f"{shlex.join(command)} failed: {done.stderr.strip() or done.stdout}")
+    print(f"pip: global.index-url = {url} ({args.scope} config of {python})")
+    print(f"uv: export UV_INDEX_URL={shlex.quote(url)}  "
+          f"(or: uv pip install --index-url {shlex.quote(url)} PACKAGE)")
+    return EXIT_OK
+
+
+def _expiry(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--expires", type=_when, default="30d", metavar="WHEN",
+                     help="when the record stops vouching: a duration after its creation "
+                     "(30d, 12h, 2w) or a date-time (default 30d)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -299,6 +722,17 @@ def _parser() -> argparse.ArgumentParser:
                   "Check a release and build its DAG; print the root CID alone on stdout.")
     sub.add_argument("release", help="the release file (release.toml)")
     sub.add_argument("--on-top-of", metavar="CID", help="the previous release of this line")
+    sub.add_argument("--from", dest="gateways", action="append", metavar="URL",
+                     help="a trustless gateway to fetch the previous release from when the store "
+                     "lacks it (repeatable, tried in order; default: $IPWHL_GATEWAYS)")
+    sub.add_argument("--keep", type=_amount(_positive), metavar="N",
+                     help="keep only the N newest releases of this line as GC roots "
+                     "(default: all)")
+    sub.add_argument("--sign", metavar="KEY",
+                     help="sign the release with this minisign secret key (see ipwhl sign)")
+    sub.add_argument("--record", metavar="RECORD",
+                     help="where --sign writes the record (default: NAME-SEQUENCE.record)")
+    _expiry(sub)
 
     sub = command("get", cmd_get, "Write a release, or a part of it, out as plain files.")
     sub.add_argument("path", metavar="CID[/PATH]")
@@ -320,6 +754,144 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     sub.add_argument("--port", type=int, default=8080, help="port to bind (default 8080)")
+
+    sub = command("export", cmd_export,
+                  "Write a release, or a part of it, as a CAR file, as `ipfs dag export` does.")
+    sub.add_argument("path", metavar="CID[/PATH]")
+    sub.add_argument("-o", "--output", required=True, metavar="FILE.car",
+                     help="the CAR file to write ('-' for stdout)")
+
+    sub = command("import", cmd_import,
+                  "Add a CAR file's blocks to the store once every block and the DAG's "
+                  "completeness are checked; print its root.")
+    sub.add_argument("car", metavar="FILE.car", help="the CAR file ('-' for stdin)")
+    sub.add_argument("--root-name", metavar="NAME",
+                     help="pin the root as a GC root of this release line")
+
+    sub = command("fetch", cmd_fetch,
+                  "Fetch a release from trustless IPFS gateways, verifying every block; "
+                  "run again to resume.")
+    sub.add_argument("cid", metavar="CID")
+    sub.add_argument("--from", dest="gateways", action="append", metavar="URL",
+                     help="a gateway such as https://ipfs.io (repeatable, tried in order; "
+                     "default: $IPWHL_GATEWAYS, comma-separated)")
+    sub.add_argument("--root-name", metavar="NAME",
+                     help="pin the release as a GC root of this release line")
+    sub.add_argument("-j", "--jobs", type=_positive, default=8, metavar="N",
+                     help="blocks requested at once (default 8)")
+
+    sub = command("publish", cmd_publish,
+                  "Put a release onto IPFS: import and pin it on a kubo node, and/or ask a "
+                  "pinning service to pin it.")
+    sub.add_argument("cid", metavar="CID")
+    sub.add_argument("--to", action="append", metavar="URL",
+                     help="a kubo node's RPC API, http://127.0.0.1:5001 or /ip4/…/tcp/5001 "
+                     "(repeatable)")
+    sub.add_argument("--rpc-auth", metavar="SECRET",
+                     help="kubo API.Authorizations secret, bearer:TOKEN or basic:USER:PASSWORD "
+                     "(default: $IPWHL_RPC_AUTH)")
+    sub.add_argument("--pinning-service", metavar="URL",
+                     help="an IPFS Pinning Service API endpoint")
+    sub.add_argument("--token", help="its access token (default: $IPWHL_PINNING_TOKEN)")
+    sub.add_argument("--name", help="the pin's name (default: the release's name and sequence)")
+    sub.add_argument("--origin", action="append", metavar="MULTIADDR",
+                     help="a node that has the blocks, such as your kubo node (repeatable)")
+    sub.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                     help="wait up to this long for the service to finish pinning")
+
+    # Options of nested commands default to "unset", so `roots --store X add` keeps X.
+    nested = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    nested.add_argument("--store", metavar="DIR", help="the store")
+    nested.add_argument("-v", "--verbose", action="store_true", help="show tracebacks on errors")
+    nested.add_argument("-q", "--quiet", action="store_true", help="print only results")
+
+    def subcommand(
+        group: argparse._SubParsersAction, name: str, run: Callable[[argparse.Namespace], int],
+        summary: str,
+    ) -> argparse.ArgumentParser:
+        sub = group.add_parser(name, parents=[nested], help=summary, description=summary)
+        sub.set_defaults(run=run)
+        return sub
+
+    sub = command("roots", cmd_roots,
+                  "List the GC roots (name, sequence, CID, date, closure size); add or remove "
+                  "them by hand.")
+    roots = sub.add_subparsers(dest="roots_command", metavar="ACTION")
+    pin = subcommand(roots, "add", cmd_roots_add, "Pin a release (a GC root) by hand.")
+    pin.add_argument("name", metavar="NAME", help="the line of releases to root it under")
+    pin.add_argument("cid", metavar="CID", help="the release's root CID")
+    unpin = subcommand(roots, "rm", cmd_roots_rm,
+                       "Unpin one release of a line (NAME@SEQ) or all of them (NAME).")
+    unpin.add_argument("root", metavar="NAME[@SEQ]")
+
+    from .gc import parse_bytes, parse_duration
+
+    sub = command("gc", cmd_gc,
+                  "Delete every object, block and record no GC root reaches, and print what was "
+                  "freed; waits for running builds.")
+    sub.add_argument("--dry-run", action="store_true",
+                     help="say what would be deleted and how many bytes, delete nothing")
+    sub.add_argument("--max-freed", type=_amount(parse_bytes), metavar="BYTES",
+                     help="stop once this much is freed (500M, 2G, …)")
+    sub.add_argument("--older-than", type=_amount(parse_duration), metavar="DURATION",
+                     help="keep unrooted records younger than this (12h, 7d, …), with what they "
+                     "name; default: delete them all")
+
+    sub = command("store", cmd_store_verify, "Look after the store: `ipwhl store verify`.")
+    store_commands = sub.add_subparsers(dest="store_command", metavar="ACTION", required=True)
+    sub = subcommand(store_commands, "verify", cmd_store_verify,
+                     "Rehash every object, block and layout against its key, parse every record "
+                     "and root, and look for missing blocks of rooted DAGs. Exit 9: corrupt, "
+                     "15: missing.")
+    sub.add_argument("--repair", action="store_true",
+                     help="refetch corrupt objects from their sources, rebuild layouts and "
+                     "interior blocks from objects, remove what cannot be repaired")
+
+    sub = command("keygen", cmd_keygen,
+                  "Make a minisign key pair for signing releases (the secret key encrypted with "
+                  "a passphrase: asked for, or $IPWHL_KEY_PASSPHRASE).")
+    sub.add_argument("--public", required=True, metavar="PUB", help="public key file to write")
+    sub.add_argument("--secret", required=True, metavar="KEY", help="secret key file to write")
+    sub.add_argument("--force", action="store_true", help="replace existing key files")
+
+    sub = command("sign", cmd_sign,
+                  "Sign a release in the store: write a release record RECORD and its minisign "
+                  "signature RECORD.minisig.")
+    sub.add_argument("cid", metavar="CID", help="the release's root CID")
+    sub.add_argument("--key", required=True, metavar="KEY", help="the minisign secret key")
+    sub.add_argument("-o", "--output", required=True, metavar="RECORD",
+                     help="the record file to write (its signature goes to RECORD.minisig)")
+    _expiry(sub)
+    sub.add_argument("--created", type=_time, metavar="TIME",
+                     help="the record's creation time (default: $SOURCE_DATE_EPOCH, else now)")
+
+    def client(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("record", metavar="RECORD",
+                         help="a release record (its signature is RECORD.minisig)")
+        sub.add_argument("--pubkey", action="append", metavar="PUB",
+                         help="a trusted public key file (repeatable); without one, the keys "
+                         "the last accepted release of the line allows")
+        sub.add_argument("--state", metavar="FILE",
+                         help="the accepted releases (default: $IPWHL_STATE, else "
+                         "~/.local/state/ipwhl/trust.json)")
+
+    sub = command("verify", cmd_verify,
+                  "Verify a signed release record: signature, release in the store, no rollback, "
+                  "fork or expiry; remember it and print its CID.")
+    client(sub)
+
+    sub = command("use", cmd_use,
+                  "Verify a release record, then point pip at the release through a gateway.")
+    client(sub)
+    sub.add_argument("--gateway", required=True, metavar="URL",
+                     help="the IPFS path gateway, such as http://127.0.0.1:8080")
+    sub.add_argument("--scope", choices=("site", "user", "global"), default="site",
+                     help="which pip config to set (default site: the active venv's)")
+    sub.add_argument("--print", action="store_true",
+                     help="print the pip and uv settings instead of running pip")
+    sub.add_argument("--python", metavar="PY",
+                     help="the interpreter whose pip to configure (default: $VIRTUAL_ENV's, "
+                     "else this one)")
     return parser
 
 

@@ -138,11 +138,14 @@ def publish_to_kubo(
             if authorization:
                 connection.putheader("Authorization", authorization)
             connection.endheaders()
-            connection.send(head)
-            with open(car_path, "rb") as stream:
-                while chunk := stream.read(_SEND_SIZE):
-                    connection.send(chunk)
-            connection.send(tail)
+            try:
+                connection.send(head)
+                with open(car_path, "rb") as stream:
+                    while chunk := stream.read(_SEND_SIZE):
+                        connection.send(chunk)
+                connection.send(tail)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # a server may answer (401, 413) before taking the whole body: read it
             response = connection.getresponse()
             status, reason = response.status, response.reason
             body = response.read(_MAX_ANSWER)

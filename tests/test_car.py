@@ -364,3 +364,30 @@ def test_import_from_a_stream_that_cannot_seek(exported, tmp_path):
     result = car.import_car(store, io.BufferedReader(Pipe()))  # type: ignore[arg-type]
     assert result.roots == (root,)
     assert not any((store.root / "tmp").iterdir())
+
+
+# --- the commands --------------------------------------------------------------------------------
+
+
+def test_export_and_import_commands(release, tmp_path, capsys):
+    from ipwhl.cli import main
+
+    store, root, _ = release
+    out = tmp_path / "simple.car"
+    assert main(["export", "--store", str(store.root), f"{root}/simple", "-o", str(out)]) == 0
+    simple = dag.resolve(store, root, ["simple"]).cid
+    assert car.CarReader(io.BytesIO(out.read_bytes())).roots == [simple]
+    fresh = tmp_path / "fresh"
+    assert main(["import", "--store", str(fresh), str(out), "--root-name", "simple"]) == 0
+    printed = capsys.readouterr()
+    assert printed.out == f"{simple}\n"
+    assert "rooted as simple #1" in printed.err
+    # A broken CAR: exit 6, one line saying why, nothing written.
+    broken = tmp_path / "broken.car"
+    broken.write_bytes(out.read_bytes()[:-7])
+    before = snapshot(Store(fresh))
+    assert main(["import", "--store", str(fresh), str(broken)]) == 6
+    assert capsys.readouterr().err.startswith(f"ipwhl: error: {broken}: truncated")
+    assert snapshot(Store(fresh)) == before
+    assert main(["export", "--store", str(fresh), f"{root}", "-o", str(tmp_path / "x.car")]) == 7
+    assert not (tmp_path / "x.car").exists()

@@ -125,12 +125,11 @@ class KuboRPC(_Quiet):
         query = urllib.parse.parse_qs(url.query)
         if query.get("pin-roots") != ["true"]:
             problems.append(f"pin-roots is {query.get('pin-roots')}")
-        expected = served.state.get("authorization")
-        if self.headers.get("Authorization") != expected:
-            self.reply(401, b'{"Message":"401 - Unauthorized","Code":0,"Type":"error"}')
-            return
         length = self.headers.get("Content-Length")
         body = self.rfile.read(int(length)) if length else b""
+        if self.headers.get("Authorization") != served.state.get("authorization"):
+            self.reply(401, b'{"Message":"401 - Unauthorized","Code":0,"Type":"error"}')
+            return
         if not length:
             problems.append("no Content-Length")
         roots: list[CID] = []
@@ -381,3 +380,26 @@ def test_pinning_service_refusals(release, pinning):
     with pytest.raises(PublishError, match="access token"):
         pin_remotely(service.url, "", root)
     assert service.problems == []
+
+
+def test_publish_command(release, kubo, pinning, capsys, monkeypatch, tmp_path):
+    from ipwhl.cli import main
+
+    store, root = release
+    node = kubo()
+    service = pinning(token="t0ken", pins={})
+    service.answer = "pinned"
+    monkeypatch.setenv("IPWHL_PINNING_TOKEN", "t0ken")
+    where = str(store.root)
+    assert main(["publish", "--store", where, str(root), "--to", node.url,
+                 "--pinning-service", service.url, "--wait", "0"]) == 0
+    said = capsys.readouterr().err
+    assert f"imported and pinned {root}" in said
+    assert "is queued" in said and "ipfs swarm connect /dnsaddr/pin-service.example" in said
+    assert node.bodies == [exported(store, root)] and service.problems == []
+    assert main(["publish", "--store", where, str(root)]) == 2
+    assert "--to URL" in capsys.readouterr().err
+    empty = str(tmp_path / "empty")
+    Store(empty).open()
+    assert main(["publish", "--store", empty, str(root), "--to", node.url]) == 7
+    assert "`ipwhl fetch` it first" in capsys.readouterr().err

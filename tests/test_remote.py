@@ -275,3 +275,45 @@ def test_progress_line(tmp_path):
     assert stream.getvalue() == ""  # not a terminal: nothing redrawn
     assert shown.summary().startswith("fetched 3 blocks (2.0 MB")
     assert shown.summary().endswith("1 already here")
+
+
+# --- the commands --------------------------------------------------------------------------------
+
+
+def test_fetch_command(source, gateway, tmp_path, capsys, monkeypatch):
+    from ipwhl.cli import main
+
+    _, root, tree = source
+    where = str(tmp_path / "store")
+    monkeypatch.delenv(remote.GATEWAYS_ENV, raising=False)
+    assert main(["fetch", "--store", where, str(root)]) == 5
+    assert "--from URL" in capsys.readouterr().err
+    monkeypatch.setenv(remote.GATEWAYS_ENV, f"{dead_url()},{gateway}")
+    assert main(["fetch", "--store", where, str(root), "--root-name", "mirror", "-j", "3"]) == 0
+    assert "rooted as mirror #1" in capsys.readouterr().err
+    assert main(["get", "--store", where, str(root), "-o", str(tmp_path / "out")]) == 0
+    assert same_tree(tree, tmp_path / "out")
+    assert main(["fetch", "--store", where, f"{root}/simple"]) == 2
+
+
+def test_build_on_top_of_a_release_the_store_lacks(source, gateway, tmp_path, capsys, monkeypatch):
+    from ipwhl.cli import main
+
+    store, root, _ = source
+    rng = random.Random(5)
+    text = "".join(rng.choice(string.ascii_letters) for _ in range(900_000))
+    spec = write_release(
+        tmp_path,
+        [Project("big", "1.0", modules={"big/__init__.py": text}),
+         Project("small", "1.0", requires_dist=["big"]), Project("extra", "0.1")],
+    )
+    monkeypatch.delenv(remote.GATEWAYS_ENV, raising=False)
+    where = str(tmp_path / "store")
+    args = ["build", "--store", where, str(spec.path), "--on-top-of", str(root)]
+    assert main(args) == 7
+    assert "--from URL" in capsys.readouterr().err
+    assert main([*args, "--from", gateway]) == 0
+    built = CID.parse(capsys.readouterr().out.strip())
+    assert remote.missing_blocks(Store(where), root) == []
+    # The same build where the previous release was built gives the same CID.
+    assert build_release(store, load_plan(spec.path), on_top_of=str(root)).root == built
