@@ -12,7 +12,9 @@ __all__ = [
     "IpwhlError",
     "Location",
     "NotFound",
+    "StoreCorrupt",
     "StoreError",
+    "StoreIncomplete",
     "Violation",
 ]
 
@@ -89,3 +91,16 @@ class StoreError(IpwhlError):
     """The store cannot be used (permissions, disk full, corrupt layout)."""
 
     exit_code = 8
+
+
+class StoreCorrupt(IntegrityError):
+    """Files in the store do not match their keys (`ipwhl store verify` reports them)."""
+
+    exit_code = 9
+
+
+class StoreIncomplete(NotFound):
+    """A rooted DAG has blocks or objects that are not in the store."""
+
+    # 10-14 belong to signing and trust.
+    exit_code = 15

@@ -6,8 +6,10 @@ Layout under the store root (every file is written once, atomically, and never c
     layouts/<xx>/<cid>        where a UnixFS file's raw leaves lie inside an object
     blocks/<xx>/<cid>         IPFS blocks that are not slices of an object (dag-pb nodes, pages)
     records/<xx>/<key>        msgpack outputs of derivations, keyed by the derivation's key
-    roots/<name>/<sequence>   GC roots: a release CID per line of releases
+    roots/<name>/<sequence>   GC roots: a release CID per line of releases (+ `.keys`, its records)
+    sources/<xx>/<sha256>     the URLs an object was fetched from (so a repair can fetch it again)
     tmp/                      files being written; never read as store contents
+    LOCK                      builds hold it shared, gc and repair exclusive (flock)
 
 A wheel's bytes are kept once (in objects/); its raw leaf blocks are served as slices of the object,
 checked against their CIDs on the way out, so corrupt bytes are never handed on.
@@ -20,14 +22,14 @@ import errno
 import hashlib
 import os
 import secrets
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 import msgpack
 
-from .cid import CID
+from .cid import CID, InvalidCID
 from .errors import IntegrityError, NotFound, StoreError
 
 __all__ = ["Layout", "Store", "default_store_path"]
@@ -35,7 +37,15 @@ __all__ = ["Layout", "Store", "default_store_path"]
 STORE_FORMAT = "1"
 _READ_SIZE = 1 << 20
 _FOLDERS = ("objects", "layouts", "blocks", "records", "roots", "tmp")
-_OWN_NAMES = frozenset({*_FOLDERS, "FORMAT", ".gitkeep"})
+_OWN_NAMES = frozenset({*_FOLDERS, "FORMAT", ".gitkeep", "sources", "LOCK"})
+# Disk full or over quota: the store cannot take more, whatever was being written.
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+STORE_KINDS = ("objects", "layouts", "blocks", "records", "sources")
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no flock; a store there is not shared safely
+    fcntl = None  # type: ignore[assignment]
 
 
 def default_store_path(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -113,17 +123,66 @@ class Store:
             raise StoreError(f"cannot use store {self.root}: {exc.strerror or exc}") from exc
         return self
 
+    # -- locking ----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def lock(
+        self,
+        *,
+        exclusive: bool = False,
+        wait: bool = True,
+        on_wait: Callable[[], None] | None = None,
+    ) -> Iterator[None]:
+        """Hold the store lock: shared (builds, checks, pins) or exclusive (gc, repair).
+
+        Shared holders run side by side; an exclusive holder runs alone. `on_wait` is called
+        once if the lock is not free at once; with `wait=False` a busy lock is a StoreError.
+        """
+        if fcntl is None:  # pragma: no cover - no flock on this platform
+            yield
+            return
+        try:
+            handle = open(self.root / "LOCK", "a+b")
+        except OSError as exc:
+            raise StoreError(f"cannot lock store {self.root}: {exc.strerror or exc}") from exc
+        with handle:
+            mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+            try:
+                fcntl.flock(handle.fileno(), mode | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if not wait:
+                    raise StoreError(
+                        f"the store {self.root} is in use by another ipwhl process"
+                    ) from None
+                if on_wait is not None:
+                    on_wait()
+                fcntl.flock(handle.fileno(), mode)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
     # -- atomic writing ---------------------------------------------------------------------
 
     @contextlib.contextmanager
     def temporary(self, suffix: str = "") -> Iterator[tuple[Path, BinaryIO]]:
-        """A new file under tmp/; removed at exit unless it was moved into place."""
+        """A new file under tmp/; removed at exit unless it was moved into place.
+
+        A full disk, met anywhere inside the block, is a StoreError and leaves nothing behind.
+        """
         tmp_dir = self.root / "tmp"
-        tmp_dir.mkdir(parents=True, exist_ok=True)
         path = tmp_dir / f"{os.getpid()}-{secrets.token_hex(8)}{suffix}"
         try:
+            tmp_dir.mkdir(parents=True, exist_ok=True)
             with open(path, "xb") as handle:
                 yield path, handle
+        except OSError as exc:
+            if exc.errno in _NO_SPACE:
+                raise StoreError(
+                    f"no space left on the store's disk ({self.root}): {exc.strerror}; "
+                    "free some space (`ipwhl gc`) and run the command again"
+                ) from exc
+            raise
         finally:
             # After a commit the name is gone; anything left is an abandoned write.
             with contextlib.suppress(FileNotFoundError):
@@ -136,14 +195,9 @@ class Store:
         os.replace(temp, final)
 
     def _write_atomic(self, final: Path, data: bytes) -> None:
-        try:
-            with self.temporary() as (temp, handle):
-                handle.write(data)
-                self._commit(temp, handle, final)
-        except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise StoreError(f"no space left on the store's disk writing {final.name}") from exc
-            raise
+        with self.temporary() as (temp, handle):
+            handle.write(data)
+            self._commit(temp, handle, final)
 
     def commit_object(self, temp: Path, handle: IO[bytes], sha256_hex: str) -> Path:
         """Move a fully written and verified temporary file into objects/ under its sha256."""
@@ -284,14 +338,76 @@ class Store:
     def put_record(self, key: str, value: Any) -> None:
         self._write_atomic(self.record_path(key), msgpack.packb(value))
 
+    # -- sources ----------------------------------------------------------------------------
+
+    def source_path(self, sha256_hex: str) -> Path:
+        return self.root / "sources" / sha256_hex[:2] / sha256_hex
+
+    def sources(self, sha256_hex: str) -> list[str]:
+        """The URLs the object was fetched from, oldest first (empty when none was kept)."""
+        try:
+            raw = self.source_path(sha256_hex).read_bytes()
+        except FileNotFoundError:
+            return []
+        try:
+            urls = msgpack.unpackb(raw)
+        except (ValueError, msgpack.UnpackException):
+            return []
+        return [u for u in urls if isinstance(u, str)] if isinstance(urls, list) else []
+
+    def add_source(self, sha256_hex: str, url: str) -> None:
+        """Remember that the object `sha256_hex` can be fetched from `url` (a fixed-output
+        derivation's output does not depend on its source, so the source is kept beside it)."""
+        known = self.sources(sha256_hex)
+        if url not in known:
+            self._write_atomic(self.source_path(sha256_hex), msgpack.packb([*known, url]))
+
+    # -- listing and removing (gc, verify) -----------------------------------------------------
+
+    def entries(self, kind: str) -> Iterator[tuple[str, Path]]:
+        """(name, path) of every file of `kind` (one of STORE_KINDS), in no particular order."""
+        if kind not in STORE_KINDS:
+            raise ValueError(f"unknown store kind {kind!r}; expected one of {STORE_KINDS}")
+        try:
+            shards = os.scandir(self.root / kind)
+        except FileNotFoundError:
+            return
+        with shards:
+            for shard in shards:
+                if not shard.is_dir(follow_symlinks=False):
+                    continue
+                with os.scandir(shard.path) as files:
+                    for entry in files:
+                        if entry.is_file(follow_symlinks=False):
+                            yield entry.name, Path(entry.path)
+
+    def entry_path(self, kind: str, name: str) -> Path:
+        """Where the file `name` of `kind` (one of STORE_KINDS) lives, whether or not it does."""
+        shard = _shard(name) if kind in ("blocks", "layouts") else name[:2]
+        return self.root / kind / shard / name
+
+    def remove(self, path: Path) -> int:
+        """Delete one file of the store; returns the bytes it held (0 if it was already gone)."""
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            return 0
+        if path.parent.parent.name == "layouts":
+            self._leaf_index = None  # a leaf may have pointed into it
+        return size
+
     # -- roots ------------------------------------------------------------------------------
+
+    def root_path(self, name: str, sequence: int) -> Path:
+        return self.root / "roots" / name / str(sequence)
 
     def add_root(
         self, name: str, sequence: int, cid: CID, record_keys: Iterable[str] = ()
     ) -> Path:
         """Register `cid` as release `sequence` of the line `name` (a GC root), with the keys of
         the derivation records that built it (kept alive with it, so a rebuild runs nothing)."""
-        path = self.root / "roots" / name / str(sequence)
+        path = self.root_path(name, sequence)
         keys_path = path.with_name(f"{sequence}.keys")
         self._write_atomic(keys_path, msgpack.packb(sorted(record_keys)))
         self._write_atomic(path, f"{cid}\n".encode())
@@ -305,10 +421,30 @@ class Store:
             return []
         return list(msgpack.unpackb(raw))
 
-    def roots(self) -> list[tuple[str, int, CID]]:
+    def roots(self, *, skip_unreadable: bool = False) -> list[tuple[str, int, CID]]:
+        """Every root as (name, sequence, cid), by name then sequence; InvalidCID if a root
+        file does not hold a CID (unless `skip_unreadable`)."""
         found = []
-        for path in sorted((self.root / "roots").glob("*/*")):
+        for path in (self.root / "roots").glob("*/*"):
             if path.name.isdigit():
-                cid = CID.parse(path.read_text().strip())
+                try:
+                    cid = CID.parse(path.read_text().strip())
+                except FileNotFoundError:  # unpinned while we looked
+                    continue
+                except (InvalidCID, UnicodeDecodeError):
+                    if skip_unreadable:
+                        continue
+                    raise
                 found.append((path.parent.name, int(path.name), cid))
-        return found
+        return sorted(found, key=lambda root: root[:2])
+
+    def remove_root(self, name: str, sequence: int) -> bool:
+        """Unregister release `sequence` of `name`; False if it was not a root."""
+        path = self.root_path(name, sequence)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        with contextlib.suppress(FileNotFoundError):
+            path.with_name(f"{sequence}.keys").unlink()
+        return True
