@@ -459,9 +459,21 @@ def write_dag(
         for d in plan.declarations.declarations
     }
     declarations = writer.tree(declaration_files)
-    ipwhl_dir = writer.directory(
-        [_named("release.toml", release_toml), _named("declarations", declarations)]
-    )
+    ipwhl_entries = [_named("release.toml", release_toml), _named("declarations", declarations)]
+    # The line's keys and the previous release's signed record (if this store keeps it, see
+    # `ipwhl sign`), verbatim: the chain of signed records becomes part of the DAG.
+    extras: dict[str, bytes | None] = {"keys": spec.keys}
+    if previous is not None:
+        from .trust import stored_record
+
+        extras["previous.record"], extras["previous.record.minisig"] = (
+            stored_record(store, previous) or (None, None)
+        )
+    for name, data in extras.items():
+        if data is not None:
+            page = writer.file("verbatim", {"text": data}, lambda data=data: data)
+            ipwhl_entries.append(_named(name, page))
+    ipwhl_dir = writer.directory(ipwhl_entries)
     rows = _project_rows(plan)
     landing = writer.file(
         "landing-page",

@@ -20,7 +20,7 @@ __all__ = ["KNOWN_KEYS", "ReleaseSpec", "load_release"]
 
 SYNTAX = "syntax"
 
-KNOWN_KEYS = ("name", "declarations", "supported", "on-top-of", "date")
+KNOWN_KEYS = ("name", "declarations", "supported", "on-top-of", "date", "keys")
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
 _Report = Callable[..., None]
 _SUPPORTED_EXPECTED = (
@@ -41,6 +41,7 @@ class ReleaseSpec:
     date: str | None
     text: bytes = field(repr=False)
     locations: Mapping[str, Location] = field(repr=False, compare=False)
+    keys: bytes | None = field(default=None, repr=False)  # the line's public keys, verbatim
 
 
 def load_release(path: Path, environ: Mapping[str, str] | None = None) -> ReleaseSpec:
@@ -108,6 +109,8 @@ def load_release(path: Path, environ: Mapping[str, str] | None = None) -> Releas
 
     supported, lines = _supported(path, data, positions, report)
     release_date = _date(data, positions, report, environ)
+    keys = _keys(path, string("keys", "a path to a file of minisign public keys", False),
+                 positions, report)
 
     if violations or name is None or declarations_dir is None:
         raise DeclarationError(violations)
@@ -120,6 +123,7 @@ def load_release(path: Path, environ: Mapping[str, str] | None = None) -> Releas
         on_top_of=on_top_of,
         date=release_date,
         text=text,
+        keys=keys,
         locations=MappingProxyType(
             {key: Location(str(path), *positions.value(key)) for key in KNOWN_KEYS if key in data}
         ),
@@ -183,6 +187,28 @@ def _supported(
         )
     chosen = tuple(environments)
     return chosen, tuple(environment.line for environment in chosen)
+
+
+def _keys(
+    path: Path, value: str | None, positions: tomlpos.Positions, report: _Report
+) -> bytes | None:
+    """The release line's public keys file (it goes into the DAG as ipwhl/keys), checked."""
+    from ipwhl.signing import InvalidKey, parse_public_keys
+
+    if value is None:
+        return None
+    try:
+        keys = (path.parent / value).read_bytes()
+        parse_public_keys(keys.decode("utf-8"), value)
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "it is not UTF-8"
+        report(positions.value("keys"), f"cannot read keys file {value!r} ({reason}), expected "
+               "a file relative to this one holding minisign public keys")
+        return None
+    except InvalidKey as error:
+        report(positions.value("keys"), f"{error}, expected minisign public keys")
+        return None
+    return keys
 
 
 def _date(

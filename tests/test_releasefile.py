@@ -162,7 +162,7 @@ HEAD = 'declarations = "pkgs"\nsupported = ["cp312 win_amd64"]\n'
         pytest.param(
             HEAD + 'name = "x"\n[extra]\n',
             "4:1: syntax: unknown key 'extra', expected one of: name, declarations, supported, "
-            "on-top-of, date",
+            "on-top-of, date, keys",
             id="unknown-table",
         ),
         pytest.param(
@@ -259,3 +259,35 @@ def test_every_mistake_in_one_run(tmp_path: Path) -> None:
     assert "'on-top-of' is an integer" in found[3]
     assert "has no offset" in found[4]
     assert "unknown key 'signed'" in found[5]
+
+
+KEYS_RELEASE = 'name = "x"\ndeclarations = "pkgs"\nsupported = ["cp312 win_amd64"]\nkeys = "K"\n'
+
+
+def test_keys_file_is_kept_verbatim(tmp_path: Path) -> None:
+    from ipwhl.signing import generate, parse_public_keys
+
+    keys = [generate().public_key() for _ in range(2)]
+    text = "".join(key.to_text() for key in keys)
+    (tmp_path / "K").write_text(text)
+    spec = load_release(release(tmp_path, KEYS_RELEASE), NO_EPOCH)
+    assert spec.keys == text.encode()
+    assert parse_public_keys(spec.keys.decode()) == tuple(keys)
+    assert str(spec.locations["keys"]).endswith("release.toml:4:8")
+    assert load_release(release(tmp_path, KEYS_RELEASE.replace('keys = "K"\n', "")),
+                        NO_EPOCH).keys is None
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (None, "release.toml:4:8: syntax: cannot read keys file 'K' (No such file or directory)"),
+        ("untrusted comment: x\nnot a key\n", "release.toml:4:8: syntax: K, line 2 is not base64"),
+        ("", "release.toml:4:8: syntax: K holds no minisign public key"),
+    ],
+)
+def test_bad_keys_files(tmp_path: Path, content: str | None, expected: str) -> None:
+    if content is not None:
+        (tmp_path / "K").write_text(content)
+    [problem] = problems(release(tmp_path, KEYS_RELEASE))
+    assert problem.startswith(expected)

@@ -237,11 +237,11 @@ def test_minisign_signs_with_our_encrypted_key(tmp_path: Path, key: SecretKey) -
     signature = Signature.from_text((tmp_path / "m.minisig").read_text())
     assert signature.trusted_comment == "made by minisign"
     signing.verify(key.public_key(), b"data\n", signature)
-    # And minisign recreates our public key file from our secret key, byte for byte.
+    # And minisign recreates our public key from our secret key.
     done = run_minisign("-R", "-s", str(tmp_path / "k.key"), "-p", str(tmp_path / "re.pub"),
                         stdin="pass phrase\n")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert (tmp_path / "re.pub").read_text() == key.public_key().to_text()
+    assert signing.read_public_keys(tmp_path / "re.pub") == (key.public_key(),)
 
 
 @needs_minisign
@@ -251,7 +251,10 @@ def test_we_read_minisigns_unencrypted_keys(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     secret = signing.read_secret_key(sec, never)
     assert signing.read_public_keys(pub) == (secret.public_key(),)
-    assert pub.read_text() == secret.public_key().to_text()
+    comment, line = pub.read_text().splitlines()
+    assert line == secret.public_key().to_base64()
+    # minisign 0.11 prints the key id without leading zeros; later versions pad it to 16 digits.
+    assert int(comment.rsplit(" ", 1)[1], 16) == int(secret.public_key().key_id_text, 16)
     (tmp_path / "m").write_bytes(b"x")
     (tmp_path / "m.minisig").write_text(signing.sign(secret, b"x", "ours").to_text())
     assert run_minisign("-V", "-p", str(pub), "-m", str(tmp_path / "m")).returncode == 0
