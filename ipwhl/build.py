@@ -146,9 +146,11 @@ class _WheelRealiser:
     def fetched(self, wheel: WheelPlan) -> FetchedFile:
         def build() -> dict[str, Any]:
             url = wheel.declaration.source_url()
-            return fetch_into_store(
+            fetched = fetch_into_store(
                 self.store, url, wheel.content_id, progress=self.progress.advance
-            ).to_record()
+            )
+            self.store.add_source(fetched.sha256, url)  # so `store verify --repair` can refetch
+            return fetched.to_record()
 
         record = self.realiser.realise(
             wheel.fetch, build, valid=lambda r: self.store.has_object(r["sha256"])
@@ -389,19 +391,22 @@ def build_release(
     release at all.
     """
     realiser = realiser or Realiser(store)
-    previous_text = on_top_of or plan.spec.on_top_of
-    layered: Overlay | None = None
-    if previous_text is not None and (overlay or sequence is None):
-        previous = load_previous(store, CID.parse(previous_text))
-        sequence = previous.sequence + 1 if sequence is None else sequence
-        if overlay:
-            layered = plan_overlay(plan, previous)
-    checked = check_release(store, plan, realiser=realiser, progress=progress, workers=workers,
-                            overlay=layered)
-    checked.raise_for_violations()
-    result = write_dag(store, plan, checked, realiser, on_top_of=previous_text,
-                       sequence=sequence, overlay=layered)
-    store.add_root(result.name, result.sequence, result.root, realiser.used)
+    # Held shared from the first record read to the root written: gc (exclusive) cannot
+    # delete what this build made or is about to reuse.
+    with store.lock():
+        previous_text = on_top_of or plan.spec.on_top_of
+        layered: Overlay | None = None
+        if previous_text is not None and (overlay or sequence is None):
+            previous = load_previous(store, CID.parse(previous_text))
+            sequence = previous.sequence + 1 if sequence is None else sequence
+            if overlay:
+                layered = plan_overlay(plan, previous)
+        checked = check_release(store, plan, realiser=realiser, progress=progress,
+                                workers=workers, overlay=layered)
+        checked.raise_for_violations()
+        result = write_dag(store, plan, checked, realiser, on_top_of=previous_text,
+                           sequence=sequence, overlay=layered)
+        store.add_root(result.name, result.sequence, result.root, realiser.used)
     return result
 
 

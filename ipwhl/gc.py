@@ -57,8 +57,7 @@ class Inventory:
 
     @classmethod
     def of(cls, store: Store) -> Inventory:
-        return cls({kind: frozenset(name for name, _ in store.entries(kind))
-                    for kind in STORE_KINDS})
+        return cls({kind: frozenset(store.names(kind)) for kind in STORE_KINDS})
 
 
 @dataclass
@@ -114,7 +113,7 @@ def mark_dag(store: Store, root: CID, marks: Marks, origin: str | None) -> None:
         name = str(cid)
         if marks.has(store, "layouts", name):
             try:
-                raw = store.layout_path(cid).read_bytes()
+                raw = store.read_entry("layouts", name)
                 layout = Layout.from_record(msgpack.unpackb(raw))
             except (ValueError, KeyError, TypeError, msgpack.UnpackException) as exc:
                 marks.unreadable.append(("layout", name, f"unreadable ({exc})"))
@@ -133,7 +132,7 @@ def mark_dag(store: Store, root: CID, marks: Marks, origin: str | None) -> None:
                 marks.missing.append((origin, f"block {name}"))
             continue
         try:
-            data = store.block_path(cid).read_bytes()
+            data = store.read_entry("blocks", name)
         except FileNotFoundError:
             if origin is not None:
                 marks.missing.append((origin, f"block {name}"))
@@ -164,9 +163,8 @@ def mark_record(store: Store, key: str, marks: Marks) -> None:
     """Mark a derivation record and the objects and DAGs its output names."""
     if key in marks.records:
         return
-    path = store.record_path(key)
     try:
-        raw = path.read_bytes()
+        raw = store.read_entry("records", key)
     except FileNotFoundError:
         return  # a build re-realises a record that is gone
     marks.records.add(key)
@@ -178,7 +176,7 @@ def mark_record(store: Store, key: str, marks: Marks) -> None:
     for text in _references(output):
         if _HEX64.fullmatch(text):
             marks.objects.add(text)
-        elif text.startswith(("b", "Qm")):
+        elif len(text) >= 46 and text.startswith(("b", "Qm")) and " " not in text:
             with contextlib.suppress(ValueError):  # InvalidCID, or not a CID at all
                 mark_dag(store, CID.parse(text), marks, origin=None)
 

@@ -86,6 +86,11 @@ def _shard(name: str) -> str:
     return name[-2:]
 
 
+def _entry_relpath(kind: str, name: str) -> str:
+    shard = _shard(name) if kind in ("blocks", "layouts") else name[:2]
+    return f"{kind}/{shard}/{name}"
+
+
 class Store:
     """A store rooted at a directory; safe to share between processes."""
 
@@ -366,6 +371,14 @@ class Store:
 
     def entries(self, kind: str) -> Iterator[tuple[str, Path]]:
         """(name, path) of every file of `kind` (one of STORE_KINDS), in no particular order."""
+        for entry in self._scan(kind):
+            yield entry.name, Path(entry.path)
+
+    def names(self, kind: str) -> Iterator[str]:
+        """The name of every file of `kind` (one of STORE_KINDS), in no particular order."""
+        return (entry.name for entry in self._scan(kind))
+
+    def _scan(self, kind: str) -> Iterator[os.DirEntry[str]]:
         if kind not in STORE_KINDS:
             raise ValueError(f"unknown store kind {kind!r}; expected one of {STORE_KINDS}")
         try:
@@ -379,12 +392,17 @@ class Store:
                 with os.scandir(shard.path) as files:
                     for entry in files:
                         if entry.is_file(follow_symlinks=False):
-                            yield entry.name, Path(entry.path)
+                            yield entry
 
     def entry_path(self, kind: str, name: str) -> Path:
         """Where the file `name` of `kind` (one of STORE_KINDS) lives, whether or not it does."""
-        shard = _shard(name) if kind in ("blocks", "layouts") else name[:2]
-        return self.root / kind / shard / name
+        return self.root / _entry_relpath(kind, name)
+
+    def read_entry(self, kind: str, name: str) -> bytes:
+        """The raw bytes of the file `name` of `kind`, unchecked; FileNotFoundError if absent."""
+        # A plain string path: gc reads thousands of small files, and Path objects cost.
+        with open(os.path.join(self.root, _entry_relpath(kind, name)), "rb") as handle:
+            return handle.read()
 
     def remove(self, path: Path) -> int:
         """Delete one file of the store; returns the bytes it held (0 if it was already gone)."""
