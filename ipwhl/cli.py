@@ -626,8 +626,25 @@ def _verify(args: argparse.Namespace) -> Verified:
                            "format") from None
     pubkeys = [key for pub in args.pubkey or () for key in read_public_keys(pub)]
     state = Path(args.state) if args.state else default_state_path()
-    return verify_release(_store(args), data, signature, pubkeys=pubkeys, state_path=state,
-                          record_label=str(path))
+    store = _store(args)
+    fetch = _release_fetcher(store, args.gateways or ())
+    return verify_release(store, data, signature, pubkeys=pubkeys, state_path=state,
+                          record_label=str(path), fetch=fetch)
+
+
+def _release_fetcher(store: Store, gateways: Sequence[str]) -> Callable[[str], None] | None:
+    """With gateways (--from, else $IPWHL_GATEWAYS): fetch what the store lacks of a release."""
+    from .cid import CID
+    from .remote import configured_gateways, ensure_dag
+
+    urls = configured_gateways(gateways)
+    if not urls:
+        return None
+
+    def fetch(cid: str) -> None:
+        ensure_dag(store.open(), CID.parse(cid), urls)
+
+    return fetch
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -874,6 +891,10 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--state", metavar="FILE",
                          help="the accepted releases (default: $IPWHL_STATE, else "
                          "~/.local/state/ipwhl/trust.json)")
+        sub.add_argument("--from", dest="gateways", action="append", metavar="URL",
+                         help="a trustless gateway to fetch the release from when the store "
+                         "lacks it, once the record checks out (repeatable; default: "
+                         "$IPWHL_GATEWAYS)")
 
     sub = command("verify", cmd_verify,
                   "Verify a signed release record: signature, release in the store, no rollback, "

@@ -14,7 +14,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -422,7 +422,21 @@ def _release_file(store: Store, cid: str, name: str) -> bytes | None:
 def _release_info(store: Store, cid: str) -> Mapping[str, Any]:
     from .build import read_release_info
 
-    return read_release_info(store, CID.parse(cid))
+    try:
+        return read_release_info(store, CID.parse(cid))
+    except NotFound as error:
+        raise Unavailable(f"release {cid} is only partly in the store: {error}") from None
+
+
+def _available(
+    store: Store, cid: str, fetch: Callable[[str], None] | None, missing: str
+) -> None:
+    """Make sure release `cid` is in the store, fetching it if a `fetch` is given."""
+    if fetch is not None:
+        fetch(cid)
+    if not store.has_block(CID.parse(cid)):
+        hint = "" if fetch is not None else " (or pass --from GATEWAY to fetch it)"
+        raise Unavailable(f"{missing}{hint}")
 
 
 def _choose_key(
@@ -510,18 +524,20 @@ def _check_chain(record: ReleaseRecord, accepted: Accepted | None) -> str:
     return "gap"
 
 
-def _walk_to(store: Store, record: ReleaseRecord, accepted: Accepted) -> None:
+def _walk_to(
+    store: Store, record: ReleaseRecord, accepted: Accepted, fetch: Callable[[str], None] | None
+) -> None:
     """Follow `previous` links from the record's release back to the accepted one."""
     cid, sequence = record.previous, record.sequence - 1
     while sequence > accepted.sequence:
         if cid is None:
             break
-        if not store.has_block(CID.parse(cid)):
-            raise Unavailable(
-                f"cannot check that release #{record.sequence} of {record.name!r} descends from "
-                f"release #{accepted.sequence} ({accepted.cid}): release #{sequence} ({cid}) "
-                "on the way is not in the store"
-            )
+        _available(
+            store, cid, fetch,
+            f"cannot check that release #{record.sequence} of {record.name!r} descends from "
+            f"release #{accepted.sequence} ({accepted.cid}): release #{sequence} ({cid}) "
+            "on the way is not in the store",
+        )
         info = _release_info(store, cid)
         if int(info.get("sequence", 0)) != sequence or info.get("name") != record.name:
             raise InvalidRecord(
@@ -547,6 +563,7 @@ def verify_release(
     skew: timedelta = DEFAULT_SKEW,
     record_label: str = "the record",
     update_state: bool = True,
+    fetch: Callable[[str], None] | None = None,
 ) -> Verified:
     """Check a signed record against the keys, the store and the state; then remember it.
 
@@ -554,6 +571,8 @@ def verify_release(
     record's fields against its trusted comment, no rollback or fork, not expired (with `skew`
     of slack), its release in the store and agreeing with the record, and a chain of `previous`
     links back to the last accepted release. Each failure has its own error and exit code.
+    `fetch(cid)`, if given, brings a release into the store (or raises), only once the
+    signature, chain and expiry checks have passed.
     """
     now = (now or datetime.now(UTC)).astimezone(UTC)
     signature_label = f"{record_label}.minisig"
@@ -598,11 +617,11 @@ def verify_release(
                 f"{record.name!r} is no longer vouched for; a mirror may be frozen. Ask for a "
                 "fresh record (the publisher runs `ipwhl sign` again)"
             )
-        if not store.has_block(CID.parse(record.cid)):
-            raise Unavailable(
-                f"release {record.cid} ({record.name!r} #{record.sequence}) is not in the store "
-                f"{store.root}; build it, or copy it in, then verify again"
-            )
+        _available(
+            store, record.cid, fetch,
+            f"release {record.cid} ({record.name!r} #{record.sequence}) is not in the store "
+            f"{store.root}; build it or import it, then verify again",
+        )
         info = _release_info(store, record.cid)
         found = (info.get("name"), int(info.get("sequence", 0)), info.get("previous"))
         if found != (record.name, record.sequence, record.previous):
@@ -613,7 +632,7 @@ def verify_release(
             )
         if status == "gap":
             assert accepted is not None
-            _walk_to(store, record, accepted)
+            _walk_to(store, record, accepted, fetch)
             status = "new release"
 
         keys_file = _release_file(store, record.cid, "keys")

@@ -585,3 +585,30 @@ def test_cli_use_sets_pips_index_in_a_venv(
     assert f"pip: global.index-url = {url}" in out and f"UV_INDEX_URL={url}" in out
     config = (venv / "pip.conf").read_text()
     assert "[global]" in config and f"index-url = {url}" in config
+
+
+def test_cli_verify_fetches_a_missing_release_from_a_gateway(
+    line: Line, tmp_path: Path, keys: dict, key_files: tuple[Path, Path],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from ipwhl.gateway import running
+    from ipwhl.remote import missing_blocks
+
+    monkeypatch.delenv("IPWHL_GATEWAYS", raising=False)
+    public, _ = key_files
+    record = tmp_path / "demo.record"
+    empty = tmp_path / "client-store"
+    with running(line.store) as url:
+        # A record that fails its checks fetches nothing.
+        tampered = _replace(line.signed[1][0], "sequence = 2", "sequence = 9")
+        write_signed(record, tampered, signing.Signature.from_text(line.signed[1][1]))
+        assert main(["verify", str(record), "--pubkey", str(public), "--store", str(empty),
+                     "--from", url]) == 11
+        assert not empty.exists()
+        write_signed(record, line.signed[1][0], signing.Signature.from_text(line.signed[1][1]))
+        assert main(["verify", str(record), "--pubkey", str(public), "--store", str(empty)]) == 14
+        assert "pass --from GATEWAY" in capsys.readouterr().err
+        assert main(["verify", str(record), "--pubkey", str(public), "--store", str(empty),
+                     "--from", url]) == 0
+    assert capsys.readouterr().out == line.cids[1] + "\n"
+    assert missing_blocks(Store(empty), CID.parse(line.cids[1])) == []
