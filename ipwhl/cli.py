@@ -32,7 +32,8 @@ EXAMPLES = {
     "  ipwhl eval examples/release.toml --json\n"
     "  ipwhl eval release.toml --on-top-of $PREVIOUS   # what a build would redo, and why",
     "diff": "examples:\n  ipwhl diff $OLD $NEW\n  ipwhl diff $OLD $NEW --json",
-    "check": "examples:\n  ipwhl check examples/release.toml",
+    "check": "examples:\n  ipwhl check examples/release.toml\n"
+    "  ipwhl check examples/release.toml --import --jobs 4   # install and import each wheel",
     "roots": "examples:\n  ipwhl roots\n  ipwhl roots add mirror bafy...\n"
     "  ipwhl roots rm example@3\n  ipwhl roots rm example",
     "gc": "examples:\n  ipwhl gc --dry-run\n  ipwhl gc\n"
@@ -224,12 +225,42 @@ def cmd_check(args: argparse.Namespace) -> int:
     progress = progress_for(sys.stderr, quiet=args.quiet)
     with store.lock():  # beside builds, never during a gc
         result = check_release(store, plan, progress=progress, workers=_workers())
-    if result.violations:
-        _print_violations(result.violations)
-        return 4
+        if result.violations:
+            _print_violations(result.violations)
+            if args.imports and not args.quiet:
+                print("ipwhl: import checks not run: the release must pass the four checks "
+                      "first", file=sys.stderr)
+            return 4
+        if not args.quiet:
+            print(f"ipwhl: {plan.spec.name}: {len(result.wheels)} wheels of "
+                  f"{len(plan.projects)} projects pass all four checks", file=sys.stderr)
+        if args.imports:
+            return _check_imports(args, store, plan, result)
+    return EXIT_OK
+
+
+def _check_imports(args: argparse.Namespace, store: Store, plan: Plan, checked: object) -> int:
+    from .importcheck import ImportLines, ImportProgress, check_imports
+
+    progress = ImportProgress() if args.quiet else ImportLines(sys.stderr)
+    report = check_imports(store, plan, checked, jobs=args.jobs,  # type: ignore[arg-type]
+                           progress=progress)
     if not args.quiet:
-        print(f"ipwhl: {plan.spec.name}: {len(result.wheels)} wheels of "
-              f"{len(plan.projects)} projects pass all four checks", file=sys.stderr)
+        for note in report.notes:
+            print(f"ipwhl: note: {note}", file=sys.stderr)
+    violations = report.violations
+    if violations:
+        _print_violations(violations)
+        if args.verbose:
+            for outcome in report.outcomes:
+                for failure in outcome.failures:
+                    print(f"{outcome.check.label}: {failure.module}:", file=sys.stderr)
+                    print("\n".join(f"    {line}" for line in failure.traceback),
+                          file=sys.stderr)
+        return 4
+    if not args.quiet and report.outcomes:
+        print(f"ipwhl: {len(report.outcomes)} import checks pass on "
+              f"{'; '.join(e.line for e in report.environments)}", file=sys.stderr)
     return EXIT_OK
 
 
@@ -734,6 +765,12 @@ def _parser() -> argparse.ArgumentParser:
 
     sub = command("check", cmd_check, "Fetch and verify every wheel and run all four checks.")
     sub.add_argument("release", help="the release file (release.toml)")
+    sub.add_argument("--import", dest="imports", action="store_true",
+                     help="also install each wheel's closure from the release into a fresh venv "
+                     "and import its top-level modules, on every supported environment this "
+                     "Python can run (results are kept in the store)")
+    sub.add_argument("-j", "--jobs", type=_positive, default=2, metavar="N",
+                     help="import checks run at once (default 2)")
 
     sub = command("build", cmd_build,
                   "Check a release and build its DAG; print the root CID alone on stdout.")
