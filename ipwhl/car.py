@@ -15,11 +15,15 @@ into the store, children before parents; a CAR that fails any check leaves the s
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import io
 import os
 import shutil
 import struct
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO, Literal
@@ -55,6 +59,11 @@ _MAX_HEADER = 1 << 20
 _CARV2_PRAGMA = bytes.fromhex("0aa16776657273696f6e02")  # varint 10, dag-cbor {"version": 2}
 _CARV2_HEADER = struct.Struct("<16sQQQ")  # characteristics, data offset, data size, index offset
 _COPY_SIZE = 1 << 20
+# Export reads leaves this many blocks (at most 256 KiB each) ahead, on this many threads.
+_READ_WINDOW = 16
+_READ_WORKERS = 2
+# Import writes leaves on this many threads: each waits for its fsync, not for the CPU.
+_WRITE_WORKERS = 8
 
 Scope = Literal["all", "entity", "block"]
 GetBlock = Callable[[CID], bytes]
@@ -125,6 +134,15 @@ def walk_dag(
         if kind not in (DataType.FILE, DataType.RAW):
             yield from walk_dag(get_block, root, scope="block", dups=dups, seen=seen)
             return
+    for cid, data in _walk_all(get_block, root, dups, seen, lazy=False):
+        yield cid, data  # type: ignore[misc]
+
+
+def _walk_all(
+    get_block: GetBlock, root: CID, dups: bool, seen: set[CID], *, lazy: bool
+) -> Iterator[tuple[CID, bytes | None]]:
+    # Depth-first pre-order; with `lazy`, raw leaves come without their bytes (None), which
+    # the walk does not need: the caller reads them, possibly ahead, on other threads.
     # Each stack entry is the iterator over one block's links: the path from the root, no more.
     stack: list[Iterator[CID]] = [iter((root,))]
     while stack:
@@ -136,12 +154,40 @@ def walk_dag(
             if cid in seen:
                 continue
             seen.add(cid)
+        if lazy and cid.codec == RAW and cid.hash_code != IDENTITY:
+            yield cid, None
+            continue
         data = block_bytes(get_block, cid)
         if cid.hash_code != IDENTITY:
             yield cid, data
         links = _links(cid, data)
         if links:
             stack.append(iter(links))
+
+
+def _read_ahead(
+    get_block: GetBlock, blocks: Iterator[tuple[CID, bytes | None]], workers: int, window: int
+) -> Iterator[tuple[CID, bytes]]:
+    """`blocks` in order, the missing bytes read (and verified) by `workers` threads, at most
+    `window` blocks ahead of the consumer."""
+    ahead: collections.deque[tuple[CID, bytes | Future[bytes]]] = collections.deque()
+    with ThreadPoolExecutor(workers, thread_name_prefix="ipwhl-read") as pool:
+        try:
+            for cid, data in blocks:
+                ahead.append((cid, pool.submit(get_block, cid) if data is None else data))
+                while len(ahead) > window:
+                    yield _settled(ahead.popleft())
+            while ahead:
+                yield _settled(ahead.popleft())
+        finally:
+            for _, pending in ahead:
+                if isinstance(pending, Future):
+                    pending.cancel()
+
+
+def _settled(item: tuple[CID, bytes | Future[bytes]]) -> tuple[CID, bytes]:
+    cid, data = item
+    return cid, data.result() if isinstance(data, Future) else data
 
 
 def _unixfs_type(cid: CID, data: bytes) -> int:
@@ -275,12 +321,19 @@ class ExportResult:
 
 def write_car(store: Store, root: CID, out: IO[bytes]) -> ExportResult:
     """Write the DAG under `root` to `out` as ipfs dag export does (every block verified)."""
-    blocks = size = 0
-    for piece in car_stream([root], walk_dag(store.get_block, root)):
-        out.write(piece)
-        size += len(piece)
+    header = encode_header([root])
+    out.write(header)
+    blocks, size = 0, len(header)
+    # Leaves are read and hashed on other threads while this one writes (sha256 frees the GIL).
+    walk = _walk_all(store.get_block, root, False, set(), lazy=True)
+    for cid, data in _read_ahead(store.get_block, walk, _READ_WORKERS, _READ_WINDOW):
+        binary = bytes(cid)
+        prefix = varint_encode(len(binary) + len(data)) + binary
+        out.write(prefix)
+        out.write(data)
         blocks += 1
-    return ExportResult(root, blocks - 1, size)
+        size += len(prefix) + len(data)
+    return ExportResult(root, blocks, size)
 
 
 def export_car(store: Store, root: CID, output: str | os.PathLike[str]) -> ExportResult:
@@ -571,27 +624,47 @@ def _import_seekable(
         if children:
             links[cid] = children
     order = _completeness(store, name, reader.roots, where, links)
-    # Pass 2: every block is known good and the DAG complete; write children before parents,
-    # rechecking each block as it is read again (the file could have changed in between).
-    written = present = size = 0
-    for cid in order:
-        if store.has_block(cid):
-            present += 1
-            continue
+    # Pass 2: every block is known good and the DAG complete. Leaves go in first, several at a
+    # time (each write waits for its fsync), then the nodes, children before parents; every
+    # block is checked again as it is read back (the file could have changed in between).
+    read = _positional_reader(handle, base)
+    missing = [cid for cid in order if not store.has_block(cid)]
+
+    def put(cid: CID) -> int:
         offset, length = where[cid]
-        handle.seek(base + offset)
-        data = handle.read(length)
+        data = read(offset, length)
         if len(data) != length or not cid.verify(data):
             raise InvalidCar(f"{name}: block {cid} changed while it was being imported")
         store.put_block(cid, data)
-        written += 1
-        size += length
+        return length
+
+    leaves = [cid for cid in missing if cid not in links]
+    with ThreadPoolExecutor(_WRITE_WORKERS, thread_name_prefix="ipwhl-import") as pool:
+        size = sum(pool.map(put, leaves))
+    size += sum(put(cid) for cid in missing if cid in links)
+    written, present = len(missing), len(order) - len(missing)
     pinned = None
     if root_name is not None:
         pinned = (root_name, pin_root(store, reader.roots[0], root_name))
     return ImportResult(
         tuple(reader.roots), written, present, size, len(where) - len(order), pinned
     )
+
+
+def _positional_reader(handle: BinaryIO, base: int) -> Callable[[int, int], bytes]:
+    """read(offset, length) of the CAR, safe to call from several threads at once."""
+    try:
+        descriptor = handle.fileno()
+    except (OSError, io.UnsupportedOperation):
+        lock = threading.Lock()
+
+        def read_locked(offset: int, length: int) -> bytes:
+            with lock:
+                handle.seek(base + offset)
+                return handle.read(length)
+
+        return read_locked
+    return lambda offset, length: os.pread(descriptor, length, base + offset)
 
 
 def _completeness(

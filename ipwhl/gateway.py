@@ -1,4 +1,5 @@
-"""A read-only IPFS path gateway over the store: `GET /ipfs/<cid>/<path>`.
+"""A read-only IPFS path gateway over the store: `GET /ipfs/<cid>/<path>`; with `?format=raw`
+or `?format=car` (or the matching Accept) a trustless gateway: blocks and CARs a client verifies.
 
 One asyncio event loop serves every connection; h11 parses and frames HTTP/1.1. Store reads
 (path resolution, one verified leaf of at most 256 KiB at a time) run on a few worker threads,
