@@ -391,3 +391,39 @@ def test_export_and_import_commands(release, tmp_path, capsys):
     assert snapshot(Store(fresh)) == before
     assert main(["export", "--store", str(fresh), f"{root}", "-o", str(tmp_path / "x.car")]) == 7
     assert not (tmp_path / "x.car").exists()
+
+
+def test_export_memory_stays_flat(tmp_path):
+    import tracemalloc
+
+    store = Store(tmp_path / "store").open()
+    data = random.Random(9).randbytes(96 * unixfs.CHUNK_SIZE)  # 24 MiB, 96 leaves
+    cid, _, blocks = unixfs.encode_file(data)
+    for block in blocks:
+        store.put_block(block.cid, block.data)
+
+    class Counting(io.RawIOBase):
+        size = 0
+
+        def writable(self) -> bool:
+            return True
+
+        def write(self, chunk) -> int:  # type: ignore[override]
+            self.size += len(chunk)
+            return len(chunk)
+
+    sink = Counting()
+    tracemalloc.start()
+    result = car.write_car(store, cid, sink)  # type: ignore[arg-type]
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert sink.size == result.size > len(data)
+    assert peak < len(data) / 3  # a window of leaves, not the file
+
+
+def test_a_section_claiming_a_huge_block_is_refused(tmp_path):
+    store = Store(tmp_path / "store").open()
+    cid = CID.compute(b"x", 0x55)
+    blob = car.encode_header([cid]) + varint_encode(1 << 30) + bytes(cid) + b"x"
+    with pytest.raises(car.InvalidCar, match="claims 1073741824 bytes"):
+        car.import_car(store, io.BytesIO(blob))
