@@ -312,16 +312,6 @@ class ImportOutcome:
             ))
         return violations
 
-    def to_record(self) -> dict[str, Any]:
-        return {
-            "install_error": self.install_error,
-            "failures": [
-                {"module": f.module, "error": f.error,
-                 "where": list(f.where) if f.where else None, "traceback": list(f.traceback)}
-                for f in self.failures
-            ],
-        }
-
     @classmethod
     def from_record(cls, check: ImportCheck, record: Mapping[str, Any], *,
                     reused: bool) -> ImportOutcome:
