@@ -22,6 +22,8 @@ import errno
 import hashlib
 import os
 import secrets
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +43,7 @@ _OWN_NAMES = frozenset({*_FOLDERS, "FORMAT", ".gitkeep", "sources", "LOCK"})
 # Disk full or over quota: the store cannot take more, whatever was being written.
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 STORE_KINDS = ("objects", "layouts", "blocks", "records", "sources")
+_LEAF_RESCAN = 1.0  # seconds between looks for new layouts when a leaf is not known
 
 try:
     import fcntl
@@ -96,7 +99,11 @@ class Store:
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
+        # Raw leaves of laid-out files, found through the layouts (see _leaf_location).
         self._leaf_index: dict[CID, tuple[str, int, int]] | None = None
+        self._layouts_indexed: set[str] = set()
+        self._leaf_scanned = 0.0
+        self._leaf_lock = threading.Lock()
 
     # -- set-up -----------------------------------------------------------------------------
 
@@ -268,8 +275,8 @@ class Store:
         if not path.exists():
             self._write_atomic(path, msgpack.packb(layout.to_record()))
         if self._leaf_index is not None:
-            for cid, offset, length in layout.leaves:
-                self._leaf_index[cid] = (layout.object_sha256, offset, length)
+            with self._leaf_lock:
+                self._index_leaves(str(root), layout)
 
     def get_layout(self, root: CID) -> Layout | None:
         try:
@@ -309,15 +316,30 @@ class Store:
             raise NotFound(f"object {sha256_hex} is not in the store") from None
 
     def _leaf_location(self, cid: CID) -> tuple[str, int, int] | None:
-        if self._leaf_index is None:
-            index: dict[CID, tuple[str, int, int]] = {}
-            for path in (self.root / "layouts").glob("*/*"):
-                with contextlib.suppress(OSError, ValueError):
-                    layout = Layout.from_record(msgpack.unpackb(path.read_bytes()))
-                    for leaf, offset, length in layout.leaves:
-                        index[leaf] = (layout.object_sha256, offset, length)
-            self._leaf_index = index
-        return self._leaf_index.get(cid)
+        index = self._leaf_index
+        if index is not None:
+            found = index.get(cid)
+            # Another process may have laid out files since (a build beside a gateway): look
+            # again on a miss, at most once a second, reading only the layouts that are new.
+            if found is not None or time.monotonic() - self._leaf_scanned < _LEAF_RESCAN:
+                return found
+        with self._leaf_lock:
+            if self._leaf_index is None:
+                self._leaf_index, self._layouts_indexed = {}, set()
+            for name, path in self.entries("layouts"):
+                if name not in self._layouts_indexed:
+                    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                        self._index_leaves(name, Layout.from_record(
+                            msgpack.unpackb(path.read_bytes())
+                        ))
+            self._leaf_scanned = time.monotonic()
+            return self._leaf_index.get(cid)
+
+    def _index_leaves(self, name: str, layout: Layout) -> None:
+        assert self._leaf_index is not None
+        self._layouts_indexed.add(name)
+        for leaf, offset, length in layout.leaves:
+            self._leaf_index[leaf] = (layout.object_sha256, offset, length)
 
     # -- records ----------------------------------------------------------------------------
 
@@ -412,7 +434,7 @@ class Store:
         except FileNotFoundError:
             return 0
         if path.parent.parent.name == "layouts":
-            self._leaf_index = None  # a leaf may have pointed into it
+            self._leaf_index = None  # a leaf may have pointed into it: index afresh
         return size
 
     # -- roots ------------------------------------------------------------------------------

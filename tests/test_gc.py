@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -395,3 +396,31 @@ def test_a_gateway_serves_during_a_gc(
     assert all(body == wheel for _, body in answers)
     assert sum(started < at < ended for at, _ in answers) >= 2  # served while gc ran
     assert _files(store, "objects") == set(_wheel_objects(store, two).values())
+
+
+def test_a_gateway_started_before_a_build_serves_the_builds_raw_leaves(
+    tmp_path: Path, two_releases: tuple[Release, Release], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ipwhl.store
+
+    one, _ = two_releases
+    serving = Store(tmp_path / "store").open()
+    monkeypatch.setattr(ipwhl.store, "_LEAF_RESCAN", 0.0)
+    with running(serving) as url:
+        absent = f"{url}/ipfs/{HELLO}?format=raw"
+        with pytest.raises(urllib.error.HTTPError):
+            urllib.request.urlopen(absent, timeout=10)  # the leaf index is built, empty
+        root, _ = _build(Store(serving.root), one)  # another Store: as another process
+        big = serving.get_layout(_file_cid(serving, root, "big"))
+        assert big is not None
+        leaf, offset, length = big.leaves[1]
+        with urllib.request.urlopen(f"{url}/ipfs/{leaf}?format=raw", timeout=10) as answer:
+            data = answer.read()
+    wheel = one.wheels["big-2.0-py3-none-any.whl"].read_bytes()
+    assert data == wheel[offset : offset + length]
+
+
+def _file_cid(store: Store, root: CID, project: str) -> CID:
+    from ipwhl.dag import resolve
+
+    return resolve(store, root, ["simple", project, f"{project}-2.0-py3-none-any.whl"]).cid

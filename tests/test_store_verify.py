@@ -188,6 +188,9 @@ def test_missing_blocks_of_a_rooted_dag(store: Store, release: Release,
     out, err = capsys.readouterr()
     assert f"missing block {simple} of root test#1" in out
     assert "1 missing" in err
+    assert _verify(store, "--repair") == 15  # nothing to repair it from: a build restores it
+    assert _build(store, release) == (root, 1)
+    assert _verify(store) == 0
 
 
 def test_abandoned_temporaries_are_noted_and_repair_removes_them(store: Store) -> None:
@@ -198,3 +201,13 @@ def test_abandoned_temporaries_are_noted_and_repair_removes_them(store: Store) -
     assert report.notes == ["note: 1 abandoned temporary files in tmp/ (gc removes them)"]
     verify_store(store, repair=True)
     assert not abandoned.exists()
+
+
+def test_sources_are_kept_once_per_url(store: Store, release: Release) -> None:
+    _build(store, release)
+    sha, _ = next(iter(store.entries("sources")))
+    [url] = store.sources(sha)
+    store.add_source(sha, url)
+    store.add_source(sha, "https://mirror.example/big.whl")
+    assert store.sources(sha) == [url, "https://mirror.example/big.whl"]
+    assert store.sources("00" * 32) == []
