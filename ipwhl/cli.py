@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # imported lazily at run time, for start-up time
     from datetime import datetime, timedelta
 
     from .evaluator import Plan
+    from .releasefile import ReleaseSpec
     from .signing import SecretKey
     from .store import Store
     from .trust import Verified
@@ -68,6 +69,14 @@ EXAMPLES = {
     "use": "examples:\n"
     "  ipwhl use example.record --gateway http://127.0.0.1:8080 --pubkey release.pub\n"
     "  ipwhl use example.record --gateway https://gw.example --print --scope user",
+    "declare": "examples:\n  ipwhl declare requests --release release.toml --with-deps\n"
+    "  ipwhl declare 'pyyaml==6.0.2' -d pkgs --supported 'cp312 manylinux_2_17_x86_64' "
+    "--supported 'cp312 win_amd64'\n"
+    "  ipwhl declare dist/example-1.0-py3-none-any.whl -d pkgs --release release.toml\n"
+    "  ipwhl declare numpy --release release.toml --index-url https://mirror.example/simple/",
+    "update": "examples:\n  ipwhl update --release release.toml --dry-run > plan.diff\n"
+    "  ipwhl update requests urllib3 --release release.toml\n"
+    "  ipwhl update --release release.toml --index-url https://mirror.example/simple/",
 }
 
 
@@ -224,7 +233,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     # sys.stderr as it is now, not as it was at import: callers of main() may redirect it.
     progress = progress_for(sys.stderr, quiet=args.quiet)
     with store.lock():  # beside builds, never during a gc
-        result = check_release(store, plan, progress=progress, workers=_workers())
+        result = check_release(store, plan, progress=progress, workers=_workers(),
+                               need_wheels=args.imports)
         if result.violations:
             _print_violations(result.violations)
             if args.imports and not args.quiet:
@@ -232,7 +242,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                       "first", file=sys.stderr)
             return 4
         if not args.quiet:
-            print(f"ipwhl: {plan.spec.name}: {len(result.wheels)} wheels of "
+            print(f"ipwhl: {plan.spec.name}: {len(plan.declarations.declarations)} wheels of "
                   f"{len(plan.projects)} projects pass all four checks", file=sys.stderr)
         if args.imports:
             return _check_imports(args, store, plan, result)
@@ -723,6 +733,100 @@ def cmd_use(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _release_spec(release: str) -> ReleaseSpec:
+    from .releasefile import load_release
+
+    path = Path(release)
+    if not path.is_file():
+        reason = "it is a directory" if path.is_dir() else "no such file"
+        raise _ReleaseFileMissing(f"cannot read release file {release} ({reason}); "
+                                  "expected a release.toml, such as examples/release.toml")
+    return load_release(path)
+
+
+def _index_url(args: argparse.Namespace) -> str:
+    from .pypi import DEFAULT_INDEX_URL
+
+    return args.index_url or os.environ.get("IPWHL_INDEX_URL") or DEFAULT_INDEX_URL
+
+
+def cmd_declare(args: argparse.Namespace) -> int:
+    from .declare import declare, remember_fetches
+    from .environments import parse_supported
+    from .progress import progress_for
+    from .pypi import SimpleIndex
+
+    release = _release_spec(args.release) if args.release else None
+    if release is not None:
+        environments = release.supported
+    elif args.supported:
+        environments = parse_supported(args.supported)
+    else:
+        raise _Usage("say which environments to declare for: --release RELEASE.toml, or "
+                     "--supported 'cp312 manylinux_2_17_x86_64' (repeatable)")
+    if args.declarations:
+        root = Path(args.declarations)
+    elif release is not None:
+        root = release.declarations_dir
+    else:
+        raise _Usage("say where the declarations go: -d DIR (or --release RELEASE.toml)")
+    store = _store(args).open()
+    with store.lock():  # beside builds, never during a gc
+        result = declare(
+            args.specs, root, environments, store=store, index=SimpleIndex(_index_url(args)),
+            with_deps=args.with_deps, prefix_layout=args.prefix_layout, workers=_workers(),
+            progress=progress_for(sys.stderr, quiet=args.quiet),
+        )
+        if release is not None and root.resolve() == release.declarations_dir.resolve():
+            remember_fetches(store, release.path, result.fetched)
+    for path in result.written:
+        print(path)
+    if not args.quiet:
+        for pick in result.declared:
+            print(f"ipwhl: declared {pick.project} {pick.version}: {len(pick.wheels)} wheel(s)",
+                  file=sys.stderr)
+        for path in result.removed:
+            print(f"ipwhl: removed {path}", file=sys.stderr)
+        if args.allow_missing:
+            for message in result.missing:
+                print(f"ipwhl: note: {message}", file=sys.stderr)
+        if result.undeclared:
+            print(f"ipwhl: note: not declared yet, but depended on: "
+                  f"{', '.join(result.undeclared)} (declare them, or use --with-deps)",
+                  file=sys.stderr)
+    result.raise_for_problems(allow_missing=args.allow_missing)
+    return EXIT_OK
+
+
+def cmd_update(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from .declare import remember_fetches
+    from .pypi import SimpleIndex
+    from .update import apply_update, plan_update
+
+    release = _release_spec(args.release)
+    store = None if args.dry_run else _store(args).open()
+    with store.lock() if store is not None else contextlib.nullcontext():
+        plan = plan_update(release, SimpleIndex(_index_url(args)), projects=args.projects,
+                           store=store, workers=_workers())
+        if store is not None:
+            apply_update(plan)
+            remember_fetches(store, release.path, plan.fetched)
+    if args.dry_run:
+        sys.stdout.write(plan.diff())
+        if not args.quiet:
+            for line in plan.summary():
+                print(line, file=sys.stderr)
+        return EXIT_OK
+    for line in plan.summary():
+        print(line)
+    if not args.quiet:
+        print(f"ipwhl: updated {len(plan.changes)} project(s): wrote {len(plan.added)} and "
+              f"removed {len(plan.removed)} declaration file(s)", file=sys.stderr)
+    return EXIT_OK
+
+
 def _expiry(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--expires", type=_when, default="30d", metavar="WHEN",
                      help="when the record stops vouching: a duration after its creation "
@@ -950,6 +1054,45 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_argument("--python", metavar="PY",
                      help="the interpreter whose pip to configure (default: $VIRTUAL_ENV's, "
                      "else this one)")
+
+    def index_option(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--index-url", metavar="URL",
+                         help="a PEP 503/691 simple index (default: $IPWHL_INDEX_URL, else "
+                         "https://pypi.org/simple/)")
+
+    sub = command("declare", cmd_declare,
+                  "Choose wheels covering the supported environments (one per environment, the "
+                  "most general first), fetch them and write their declarations.")
+    sub.add_argument("specs", nargs="+", metavar="SPEC",
+                     help="a wheel file, a wheel URL, NAME==VERSION, NAME (the newest final "
+                     "version with wheels for the environments) or a requirement")
+    sub.add_argument("-d", "--declarations", metavar="DIR",
+                     help="the declarations directory (default: the release file's)")
+    sub.add_argument("--release", metavar="RELEASE.toml",
+                     help="declare for this release's supported environments")
+    sub.add_argument("--supported", action="append", metavar="LINE",
+                     help="an '<interpreter> <platform>' environment, instead of --release "
+                     "(repeatable)")
+    index_option(sub)
+    sub.add_argument("--with-deps", action="store_true",
+                     help="also declare what they depend on (for every declared extra), until "
+                     "the release is closed")
+    sub.add_argument("--prefix-layout", action="store_true",
+                     help="write <prefix>/<project>/ directories, as IPWHL shards them (the "
+                     "default when the directory already does)")
+    sub.add_argument("--allow-missing", action="store_true",
+                     help="succeed when a project has no wheel for some environment")
+
+    sub = command("update", cmd_update,
+                  "Propose newer versions from the index where every dependent's specifier "
+                  "still holds in every environment, and rewrite the declarations.")
+    sub.add_argument("projects", nargs="*", metavar="PROJECT",
+                     help="the projects to update (default: all)")
+    sub.add_argument("--release", required=True, metavar="RELEASE.toml",
+                     help="the release file")
+    index_option(sub)
+    sub.add_argument("--dry-run", action="store_true",
+                     help="print the plan as a unified diff of the declarations, change nothing")
     return parser
 
 
