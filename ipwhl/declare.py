@@ -520,7 +520,9 @@ class _Constraint:
         return self.requirement.specifier.contains(version, prereleases=True)
 
     def describe(self) -> str:
-        return self.text if self.by == _COMMAND_LINE else f"{self.by} requires {self.text!r}"
+        if self.by == _COMMAND_LINE:
+            return f"asked for {self.text!r}"
+        return f"{self.by} requires {self.text!r}"
 
 
 def requirement_applies(
@@ -720,22 +722,30 @@ class _Resolver:
             self.failed[project] = (f"no version of {project} on the index satisfies "
                                     f"{str(specifier) or 'any version'!r} (newest: {newest})")
             return None
-        best: Pick | None = None
+        # Tags and the index's Requires-Python rule most versions out before any METADATA
+        # is read; the wheels' own Requires-Python can still narrow a choice (pick_wheels).
+        fallback: tuple[int, Version] | None = None
         for version in versions:
-            pick = pick_wheels(self.fetcher, project, version, by_version[version],
-                               self.environments, needed)
-            if pick is None:
+            choice = choose_wheels(by_version[version], self.environments, needed)
+            if not choice.wheels:
                 continue
-            if not pick.missing:
-                return pick
-            if best is None or len(pick.missing) < len(best.missing):
-                best = pick
-        if best is None:
+            if not choice.missing:
+                pick = pick_wheels(self.fetcher, project, version, by_version[version],
+                                   self.environments, needed)
+                if pick is not None and not pick.missing:
+                    return pick
+            missing = len(choice.missing)
+            if fallback is None or missing < fallback[0]:
+                fallback = (missing, version)
+        if fallback is None:
             self.failed[project] = (
                 f"no version of {project} satisfying {str(specifier) or 'any version'!r} has a "
                 f"wheel for {'; '.join(str(e) for e in self.environments if e in needed)}"
             )
-        return best
+            return None
+        version = fallback[1]
+        return pick_wheels(self.fetcher, project, version, by_version[version],
+                           self.environments, needed)
 
     # the outcome
 
@@ -763,8 +773,11 @@ class _Resolver:
         sources = {p.project for p in picks} | set(self.existing) | {_COMMAND_LINE}
         messages = []
         for project in sorted(self.on_target):
-            constraints = [c for c in self.constraints(project)
-                           if c.by == _COMMAND_LINE or c.by.split(" ")[0] in sources]
+            constraints = sorted(
+                (c for c in self.constraints(project)
+                 if c.by == _COMMAND_LINE or c.by.split(" ")[0] in sources),
+                key=lambda c: c.by != _COMMAND_LINE,
+            )
             if not constraints:
                 continue
             if project not in versions:
@@ -911,7 +924,9 @@ def declare(
         added[path] = declaration_text(source, str(fetched.content_id), fetched.info.metadata)
         if stored is not None:
             stored_files[str(fetched.content_id)] = stored
-    removed = [d.path for d in old_declarations]
+    # A project asked for again loses its old files only to a new version.
+    declared = {pick.project for pick in picks}
+    removed = [d.path for d in old_declarations if d.project in declared]
     write_declarations(root, added, removed)
     violations, undeclared = _check(root, environments, with_deps)
     return DeclareResult(

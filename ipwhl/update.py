@@ -23,6 +23,7 @@ from .declare import (
     FetchedWheel,
     Pick,
     WheelFetcher,
+    choose_wheels,
     declaration_path,
     declaration_text,
     index_candidates,
@@ -62,11 +63,14 @@ class Proposal:
     version: Version | None
     held_back: tuple[tuple[Version, str], ...]
     wheels: tuple[Candidate, ...] = ()
+    note: str | None = None  # why no version could be weighed at all
 
     def lines(self) -> list[str]:
         """The proposal for people: one headline, then one line per newer version not taken."""
         if self.version is not None:
             head = f"{self.project} {self.current} -> {self.version}"
+        elif self.note is not None:
+            head = f"{self.project} {self.current} stays: {self.note}"
         elif self.held_back:
             head = f"{self.project} {self.current} stays"
         else:
@@ -179,7 +183,7 @@ class _Planner:
         try:
             by_version = index_candidates(self.index, project)
         except ProjectNotFound as error:
-            return Proposal(project, version, None, ((version, str(error)),)), None
+            return Proposal(project, version, None, (), note=str(error)), None
         newer = SpecifierSet(f">{version}", prereleases=version.is_prerelease)
         dependents = _dependents(self.release, project, self.environments)
         for candidate_version in sorted(newer.filter(by_version), reverse=True):
@@ -190,10 +194,13 @@ class _Planner:
             if blockers:
                 held_back.append((candidate_version, "; ".join(dict.fromkeys(blockers))))
                 continue
-            pick = pick_wheels(self.fetcher, project, candidate_version,
-                               by_version[candidate_version], self.environments, covered)
+            candidates = by_version[candidate_version]
+            # Tags first: a version without the wheels is held back without reading METADATA.
+            choice = choose_wheels(candidates, self.environments, covered)
+            pick = None if choice.missing else pick_wheels(
+                self.fetcher, project, candidate_version, candidates, self.environments, covered)
             if pick is None or pick.missing:
-                lacking = covered if pick is None else pick.missing
+                lacking = choice.missing or (covered if pick is None else pick.missing)
                 held_back.append((candidate_version,
                                   f"no wheel for {'; '.join(map(str, lacking))}"))
                 continue
@@ -246,14 +253,14 @@ def plan_update(
                               "`ipwhl declare` adds a project")
         scope = sorted(set(wanted) or planner.release)
         taken: dict[str, Pick] = {}
-        held_back: dict[str, tuple[tuple[Version, str], ...]] = {}
+        weighed: dict[str, Proposal] = {}
         # A version taken for one project can unblock another (its dependent's specifier
         # changed), so weigh again until a round takes nothing.
         for _ in range(len(scope) + 1):
             changed = False
             for project in scope:
                 proposal, pick = planner.weigh(project)
-                held_back[project] = proposal.held_back
+                weighed[project] = proposal
                 if pick is not None:
                     taken[project] = pick
                     changed = True
@@ -279,9 +286,8 @@ def plan_update(
             fetched_files[str(fetched.content_id)] = stored
     removed = {d.path: d.text.decode("utf-8") for p in taken for d in planner.original[p]}
     proposals = tuple(
-        Proposal(p, planner.original[p][0].version,
-                 taken[p].version if p in taken else None, held_back[p],
-                 taken[p].wheels if p in taken else ())
+        Proposal(p, planner.original[p][0].version, taken[p].version if p in taken else None,
+                 weighed[p].held_back, taken[p].wheels if p in taken else (), weighed[p].note)
         for p in scope
     )
     inside = root.resolve().is_relative_to(spec.path.parent.resolve())

@@ -223,6 +223,28 @@ def test_a_project_without_a_wheel_for_an_environment(
     assert _ipwhl(tmp_path, "check", str(release)) == 0
 
 
+def test_the_newest_version_covering_every_environment(
+    html_index: IndexServer, wheels: Path, tmp_path: Path
+) -> None:
+    for version in ("3.0", "2.0"):
+        html_index.add(build_wheel(wheels, "legacy", version, tag="cp312-cp312-win_amd64"))
+    html_index.add(build_wheel(wheels, "legacy", "1.0"))
+    html_index.add(build_wheel(wheels, "legacy", "0.9"))
+    release = _release(tmp_path)
+    assert _ipwhl(tmp_path, "declare", "legacy", "--release", str(release),
+                  "--index-url", html_index.url) == 0
+    assert _declared(tmp_path) == ["legacy/legacy-1.0-py3-none-any.toml"]
+    # Versions the tags rule out are passed over without reading their METADATA.
+    assert html_index.count(".metadata") == 1 and html_index.count(".whl") == 1
+    # A wheel URL is declared as it is, whatever else the index has.
+    url = html_index.url.replace("/simple/", "/files/") + "legacy-0.9-py3-none-any.whl"
+    assert _ipwhl(tmp_path, "declare", url, "--release", str(release)) == 0
+    assert _declared(tmp_path) == ["legacy/legacy-0.9-py3-none-any.toml"]
+    text = (tmp_path / "pkgs" / "legacy" / "legacy-0.9-py3-none-any.toml").read_text()
+    assert text.startswith(f"source = '{url}'\n")
+    assert _ipwhl(tmp_path, "check", str(release)) == 0
+
+
 def test_with_deps_closes_a_graph_with_an_extra_and_a_marker(
     index: IndexServer, wheels: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -324,6 +346,13 @@ def test_wheel_files_and_pins_and_what_is_already_declared(
                                    "mine/mine-0.1-py3-none-any.toml"]
     assert f"removed {tmp_path / 'pkgs' / 'dep' / 'dep-1.0-py3-none-any.toml'}" in (
         capsys.readouterr().err)
+    # A pin a dependent excludes is reported, and what was declared stays.
+    assert _ipwhl(tmp_path, "declare", "dep==2.0", "--release", str(release),
+                  "--index-url", html_index.url) == 4
+    assert ("cannot declare dep: no version of dep on the index satisfies '<2,==2.0' (newest: "
+            "2.0) (asked for 'dep==2.0'; mine 0.1 requires 'dep<2')") in capsys.readouterr().err
+    assert _declared(tmp_path) == ["dep/dep-1.1-py3-none-any.toml",
+                                   "mine/mine-0.1-py3-none-any.toml"]
     assert _ipwhl(tmp_path, "check", str(release)) == 0
 
 

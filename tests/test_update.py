@@ -177,3 +177,9 @@ def test_update_blocked_both_ways_and_unknown_projects(
         assert _ipwhl(tmp_path, "update", "nothing", "--release", str(release),
                       "--index-url", index.url) == 2
         assert "nothing is not declared in" in capsys.readouterr().err
+        index.files.pop("y")
+        assert _ipwhl(tmp_path, "update", "y", "--release", str(release), "--dry-run",
+                      "--index-url", index.url) == 0
+        assert capsys.readouterr().err == (
+            f"y 1.0 stays: project 'y' is not on the index {index.url}\n"
+        )
