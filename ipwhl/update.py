@@ -33,7 +33,7 @@ from .declare import (
     write_declarations,
 )
 from .environments import Environment
-from .errors import IpwhlError
+from .errors import DeclarationError, IpwhlError
 from .fetch import FetchedFile
 from .pypi import ProjectNotFound, SimpleIndex
 from .releasefile import ReleaseSpec
@@ -159,7 +159,6 @@ class _Planner:
             load_declarations(spec.declarations_dir).by_project()
         )
         self.original = dict(self.release)
-        self.taken: dict[str, Pick] = {}
 
     def _hypothetical(self, pick: Pick) -> tuple[Declaration, ...]:
         """The declarations the pick would have, content-ids aside, read as the loader does."""
@@ -178,7 +177,9 @@ class _Planner:
         version taken replaces the project in the release weighed next."""
         current = self.release[project]
         version = current[0].version
+        # A new version must cover what the old one did (all environments, if it covered none).
         covered = [e for e in self.environments if any(installable(d, e) for d in current)]
+        covered = covered or list(self.environments)
         held_back: list[tuple[Version, str]] = []
         try:
             by_version = index_candidates(self.index, project)
@@ -204,7 +205,12 @@ class _Planner:
                 held_back.append((candidate_version,
                                   f"no wheel for {'; '.join(map(str, lacking))}"))
                 continue
-            declarations = self._hypothetical(pick)
+            try:
+                declarations = self._hypothetical(pick)
+            except DeclarationError as error:
+                problems = "; ".join(v.message for v in error.violations)
+                held_back.append((candidate_version, f"cannot be declared: {problems}"))
+                continue
             reasons = self._closure(project, declarations, dependents)
             if reasons:
                 held_back.append((candidate_version, "; ".join(reasons)))

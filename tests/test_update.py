@@ -183,3 +183,18 @@ def test_update_blocked_both_ways_and_unknown_projects(
         assert capsys.readouterr().err == (
             f"y 1.0 stays: project 'y' is not on the index {index.url}\n"
         )
+
+
+def test_a_version_whose_metadata_cannot_be_declared_is_held_back(
+    wheels: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with IndexServer() as index:
+        index.add(build_wheel(wheels, "q", "1.0"))
+        index.add(build_wheel(wheels, "q", "2.0", provides_extra=["it's"]))
+        release = _release(tmp_path, index, "q==1.0")
+        capsys.readouterr()
+        assert _ipwhl(tmp_path, "update", "--release", str(release), "--dry-run",
+                      "--index-url", index.url) == 0
+        err = capsys.readouterr().err
+        assert err.startswith("q 1.0 stays\n  2.0 held back: cannot be declared: invalid extra "
+                              "name \"it's\"")
