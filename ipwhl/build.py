@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import blake3
 import tomli
 
 from . import index, unixfs
@@ -50,6 +51,7 @@ __all__ = [
 ]
 
 PAGE_VERSION = 1
+RELEASE_VERSION = 1
 DIRECTORY_VERSION = 1
 
 
@@ -192,6 +194,7 @@ def check_release(
     progress: Progress | None = None,
     workers: int = 4,
     overlay: Overlay | None = None,
+    need_wheels: bool = True,
 ) -> CheckResult:
     """Fetch, verify and inspect every wheel, then run the four checks; report every violation.
 
@@ -200,6 +203,14 @@ def check_release(
     the rest passed them in the previous release with the same inputs.
     """
     realiser = realiser or Realiser(store)
+    if not need_wheels and overlay is None:
+        # The whole release was checked before with these very inputs: one record says how.
+        record = store.get_record(plan.check.key)
+        if record is not None:
+            realiser.reused[plan.check.builder] += 1
+            realiser.used.add(plan.check.key)
+            findings = [Finding.from_record(r) for r in record["findings"]]
+            return CheckResult(plan, violations=to_violations(findings, plan.by_relpath))
     progress = progress or Progress()
     result = CheckResult(plan)
     findings: list[Finding] = []
@@ -236,6 +247,11 @@ def check_release(
             lambda p=project: check_closure(p.declarations, plan.release, environments),
         )
     result.violations = to_violations(findings, plan.by_relpath)
+    fetch_failed = any(f.check == VERIFIABLE_SOURCE for f in findings)
+    if overlay is None and not fetch_failed:
+        # Source failures can be passing (network), so only settled outcomes are recorded.
+        store.put_record(plan.check.key, {"findings": [f.to_record() for f in findings]})
+        realiser.used.add(plan.check.key)
     return result
 
 
@@ -395,19 +411,85 @@ def build_release(
     # delete what this build made or is about to reuse.
     with store.lock():
         previous_text = on_top_of or plan.spec.on_top_of
-        layered: Overlay | None = None
-        if previous_text is not None and (overlay or sequence is None):
-            previous = load_previous(store, CID.parse(previous_text))
-            sequence = previous.sequence + 1 if sequence is None else sequence
-            if overlay:
-                layered = plan_overlay(plan, previous)
-        checked = check_release(store, plan, realiser=realiser, progress=progress,
-                                workers=workers, overlay=layered)
-        checked.raise_for_violations()
-        result = write_dag(store, plan, checked, realiser, on_top_of=previous_text,
-                           sequence=sequence, overlay=layered)
-        store.add_root(result.name, result.sequence, result.root, realiser.used)
-    return result
+        previous = str(CID.parse(previous_text)) if previous_text is not None else None
+        if previous is not None and sequence is None:
+            sequence = int(read_release_info(store, CID.parse(previous)).get("sequence", 0)) + 1
+        sequence = 1 if sequence is None else sequence
+        extras = _ipwhl_extras(store, plan.spec, previous)
+
+        def build() -> dict[str, Any]:
+            layered: Overlay | None = None
+            if previous is not None and overlay:
+                layered = plan_overlay(plan, load_previous(store, CID.parse(previous)))
+            checked = check_release(store, plan, realiser=realiser, progress=progress,
+                                    workers=workers, overlay=layered)
+            checked.raise_for_violations()
+            built = write_dag(store, plan, checked, realiser, on_top_of=previous,
+                              sequence=sequence, overlay=layered, extras=extras)
+            return {"cid": str(built.root), "keys": sorted(realiser.used),
+                    "generation": generation}
+
+        generation = store.generation()
+        release = _release_derivation(plan, sequence, previous, extras)
+
+        def whole(record: dict[str, Any]) -> bool:
+            # Nothing deleted since the record was written (no gc, no repair): the DAG it
+            # vouches for is all here. Otherwise walk it once to be sure, then vouch again.
+            if not store.has_block(CID.parse(record["cid"])):
+                return False
+            if record.get("generation") == generation:
+                return True
+            from .gc import Marks, mark_dag
+
+            marks = Marks()
+            mark_dag(store, CID.parse(record["cid"]), marks, origin=plan.spec.name)
+            if marks.missing or marks.unreadable:
+                return False
+            store.put_record(release.key, {**record, "generation": generation})
+            return True
+
+        record = realiser.realise(release, build, valid=whole)
+        root = CID.parse(record["cid"])
+        keys = {*record["keys"], *realiser.used, release.key}
+        store.add_root(plan.spec.name, sequence, root, keys)
+    return BuildResult(root, plan.spec.name, sequence, previous, realiser)
+
+
+def _release_derivation(
+    plan: Plan, sequence: int, previous: str | None, extras: Mapping[str, bytes]
+) -> Derivation:
+    """The whole release as one derivation: realised, a rebuild reads one record."""
+    return Derivation(
+        "release",
+        RELEASE_VERSION,
+        {
+            "check": plan.check.key,
+            "name": plan.spec.name,
+            "sequence": sequence,
+            "previous": previous,
+            "date": plan.spec.date,
+            "extras": {name: blake3.blake3(data).hexdigest() for name, data in extras.items()},
+            "builders": [PAGE_VERSION, DIRECTORY_VERSION],
+        },
+        label=plan.spec.name,
+    )
+
+
+def _ipwhl_extras(store: Store, spec: ReleaseSpec, previous: str | None) -> dict[str, bytes]:
+    """Files beside release.toml in ipwhl/: the line's keys and the previous release's signed
+    record (if this store keeps it, see `ipwhl sign`), verbatim, so the chain of signed
+    records becomes part of the DAG."""
+    extras: dict[str, bytes] = {}
+    if spec.keys is not None:
+        extras["keys"] = spec.keys
+    if previous is not None:
+        from .trust import stored_record
+
+        record, signature = stored_record(store, previous) or (None, None)
+        if record is not None and signature is not None:
+            extras["previous.record"] = record
+            extras["previous.record.minisig"] = signature
+    return extras
 
 
 def write_dag(
@@ -419,6 +501,7 @@ def write_dag(
     on_top_of: str | None = None,
     sequence: int | None = None,
     overlay: Overlay | None = None,
+    extras: Mapping[str, bytes] | None = None,
 ) -> BuildResult:
     """Write every page and directory of a checked release (each a derivation); return the root.
 
@@ -465,19 +548,11 @@ def write_dag(
     }
     declarations = writer.tree(declaration_files)
     ipwhl_entries = [_named("release.toml", release_toml), _named("declarations", declarations)]
-    # The line's keys and the previous release's signed record (if this store keeps it, see
-    # `ipwhl sign`), verbatim: the chain of signed records becomes part of the DAG.
-    extras: dict[str, bytes | None] = {"keys": spec.keys}
-    if previous is not None:
-        from .trust import stored_record
-
-        extras["previous.record"], extras["previous.record.minisig"] = (
-            stored_record(store, previous) or (None, None)
-        )
+    if extras is None:
+        extras = _ipwhl_extras(store, spec, previous)
     for name, data in extras.items():
-        if data is not None:
-            page = writer.file("verbatim", {"text": data}, lambda data=data: data)
-            ipwhl_entries.append(_named(name, page))
+        page = writer.file("verbatim", {"text": data}, lambda data=data: data)
+        ipwhl_entries.append(_named(name, page))
     ipwhl_dir = writer.directory(ipwhl_entries)
     rows = _project_rows(plan)
     landing = writer.file(

@@ -233,7 +233,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     # sys.stderr as it is now, not as it was at import: callers of main() may redirect it.
     progress = progress_for(sys.stderr, quiet=args.quiet)
     with store.lock():  # beside builds, never during a gc
-        result = check_release(store, plan, progress=progress, workers=_workers())
+        result = check_release(store, plan, progress=progress, workers=_workers(),
+                               need_wheels=args.imports)
         if result.violations:
             _print_violations(result.violations)
             if args.imports and not args.quiet:
@@ -377,10 +378,19 @@ class _BadArgument(IpwhlError):
     exit_code = EXIT_USAGE
 
 
-def _amount(parse: Callable[[str], float]) -> Callable[[str], float]:
+def _amount(parse: str | Callable[[str], float]) -> Callable[[str], float]:
+    """An argparse type from a parser, or from `ipwhl.gc`'s parser of that name (imported only
+    when an option needs it, to keep it off every command's start-up)."""
+
     def convert(text: str) -> float:
+        if isinstance(parse, str):
+            from . import gc
+
+            function = getattr(gc, parse)
+        else:
+            function = parse
         try:
-            return parse(text)
+            return function(text)
         except ValueError as error:
             raise argparse.ArgumentTypeError(str(error)) from None
 
@@ -981,16 +991,14 @@ def _parser() -> argparse.ArgumentParser:
                        "Unpin one release of a line (NAME@SEQ) or all of them (NAME).")
     unpin.add_argument("root", metavar="NAME[@SEQ]")
 
-    from .gc import parse_bytes, parse_duration
-
     sub = command("gc", cmd_gc,
                   "Delete every object, block and record no GC root reaches, and print what was "
                   "freed; waits for running builds.")
     sub.add_argument("--dry-run", action="store_true",
                      help="say what would be deleted and how many bytes, delete nothing")
-    sub.add_argument("--max-freed", type=_amount(parse_bytes), metavar="BYTES",
+    sub.add_argument("--max-freed", type=_amount("parse_bytes"), metavar="BYTES",
                      help="stop once this much is freed (500M, 2G, …)")
-    sub.add_argument("--older-than", type=_amount(parse_duration), metavar="DURATION",
+    sub.add_argument("--older-than", type=_amount("parse_duration"), metavar="DURATION",
                      help="keep unrooted records younger than this (12h, 7d, …), with what they "
                      "name; default: delete them all")
 

@@ -39,7 +39,9 @@ __all__ = ["Layout", "Store", "default_store_path"]
 STORE_FORMAT = "1"
 _READ_SIZE = 1 << 20
 _FOLDERS = ("objects", "layouts", "blocks", "records", "roots", "tmp")
-_OWN_NAMES = frozenset({*_FOLDERS, "FORMAT", ".gitkeep", "sources", "LOCK"})
+_OWN_NAMES = frozenset(
+    {*_FOLDERS, "FORMAT", ".gitkeep", "sources", "signatures", "LOCK", "GENERATION"}
+)
 # Disk full or over quota: the store cannot take more, whatever was being written.
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 STORE_KINDS = ("objects", "layouts", "blocks", "records", "sources")
@@ -104,6 +106,7 @@ class Store:
         self._layouts_indexed: set[str] = set()
         self._leaf_scanned = 0.0
         self._leaf_lock = threading.Lock()
+        self._generation_bumped = False
 
     # -- set-up -----------------------------------------------------------------------------
 
@@ -426,8 +429,25 @@ class Store:
         with open(os.path.join(self.root, _entry_relpath(kind, name)), "rb") as handle:
             return handle.read()
 
+    def generation(self) -> str:
+        """A token that changes whenever anything is deleted from the store (gc, repair).
+
+        Records that vouch for a whole DAG (a realised release) carry the generation they were
+        written in: after a deletion they are checked again the long way."""
+        try:
+            return (self.root / "GENERATION").read_text().strip()
+        except FileNotFoundError:
+            return "0"
+
+    def bump_generation(self) -> None:
+        """Say that something may be gone from the store (see `generation`)."""
+        self._write_atomic(self.root / "GENERATION", secrets.token_hex(16).encode() + b"\n")
+        self._generation_bumped = True
+
     def remove(self, path: Path) -> int:
         """Delete one file of the store; returns the bytes it held (0 if it was already gone)."""
+        if not self._generation_bumped:
+            self.bump_generation()
         try:
             size = path.stat().st_size
             path.unlink()

@@ -337,6 +337,9 @@ def verify_store(
             verifier.objects(workers)
             verifier.temporaries()
             marks = mark_roots(store, strict=False)
+            if marks.missing:
+                # Gone behind the store's back: records that vouch for whole DAGs must look again.
+                store.bump_generation()
     except OSError as exc:
         raise StoreError(f"cannot read the store {store.root}: {exc.strerror or exc}") from exc
     report.missing = marks.missing

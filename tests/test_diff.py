@@ -21,6 +21,7 @@ from ipwhl.dag import resolve
 from ipwhl.diff import diff_directories, diff_releases
 from ipwhl.store import Store
 from tests.releasefactory import Project, write_release
+from tests.test_overlay import prefixed
 
 BOTH = ("cp311-cp311-manylinux_2_17_x86_64", "cp312-cp312-win_amd64")
 OLD_SUPPORTED = ("cp311 manylinux_2_17_x86_64", "cp312 win_amd64")
@@ -288,3 +289,15 @@ def test_diff_directories_agrees_with_comparing_full_listings(store: Store, seed
             assert before.cid == _file(old[name]).cid
         if after is not None:
             assert after.cid == _file(new[name]).cid
+
+
+def test_diff_reads_declarations_in_the_ipwhl_shard_layout(tmp_path: Path, store: Store) -> None:
+    old = build_release(store, load_plan(prefixed(write_release(tmp_path / "old", OLD)).path))
+    new = build_release(store, load_plan(prefixed(write_release(tmp_path / "new", NEW)).path))
+    result = diff_releases(store, old.root, new.root)
+    assert [(c.project, c.kind, c.old_version, c.new_version) for c in result.changes] == [
+        ("a", "changed", "1.0", "1.0"), ("b", "upgraded", "1.0", "2.0"),
+        ("d", "added", None, "1.0"), ("e", "removed", "1.0", None),
+        ("f", "downgraded", "2.0", "1.5"),
+    ]
+    assert result.changes[0].dependencies_added == ("c>=1",)

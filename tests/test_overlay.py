@@ -17,6 +17,7 @@ from ipwhl.build import BuildResult, build_release, check_release, load_plan, re
 from ipwhl.cid import CID
 from ipwhl.cli import main
 from ipwhl.dag import resolve
+from ipwhl.declarations import prefix_of
 from ipwhl.derivations import Realiser
 from ipwhl.errors import CheckFailed
 from ipwhl.evaluator import Plan
@@ -67,7 +68,7 @@ def previous(tmp_path: Path, store: Store) -> BuildResult:
 
 WHOLE_B = {"fetch", "inspect", "check-metadata", "check-platform", "check-closure"}
 WHOLE = {"fetch", "inspect", "check-metadata", "check-platform", "check-closure"}
-TOP = {"release-toml": 1, "landing-page": 1}  # every new release has a new sequence
+TOP = {"release-toml": 1, "landing-page": 1, "release": 1}  # every new release: new sequence
 
 SCENARIOS = {
     # b's two wheels are fetched, inspected and checked; a's closure is checked again because
@@ -436,3 +437,29 @@ def test_an_overlay_on_a_sharded_release_rewrites_only_the_touched_shards(
     cold = build_release(fresh, load_plan(release.path), on_top_of=str(previous.root),
                          overlay=False, sequence=2)
     assert result.root == cold.root
+
+
+def prefixed(release: Release) -> Release:
+    """Move a release's declarations into IPWHL's shard layout, <prefix>/<project>/…"""
+    for folder in sorted(release.declarations.iterdir()):
+        target = release.declarations / prefix_of(folder.name) / folder.name
+        target.parent.mkdir(exist_ok=True)
+        folder.rename(target)
+        for declaration in target.glob("*.toml"):
+            text = declaration.read_text().replace("'../../wheels/", "'../../../wheels/")
+            declaration.write_text(text)
+    return release
+
+
+def test_an_overlay_of_declarations_in_the_ipwhl_shard_layout(
+    tmp_path: Path, store: Store
+) -> None:
+    first = prefixed(_write(tmp_path / "v1", BASE))
+    previous = build_release(store, load_plan(first.path))
+    release = prefixed(_write(tmp_path / "v2", {**BASE, "b": Project("b", "2.0", tags=BOTH)}))
+    realiser = Realiser(store)
+    result = build_release(store, load_plan(release.path), on_top_of=str(previous.root),
+                           realiser=realiser)
+    # As for the flat layout, plus declarations/<prefix of b>/.
+    assert dict(realiser.ran) == {**SCENARIOS["upgrade"][2], "directory": 7}
+    assert result.root == _cold(tmp_path, release, previous.root, 2)

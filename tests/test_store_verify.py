@@ -117,7 +117,8 @@ def test_a_corrupt_page_is_removed_and_a_rebuild_restores_it(
     assert [(d.kind, d.name, d.action) for d in report.damage] == [("block", str(page), "removed")]
     assert report.missing == [("test#1", f"block {page}")]
     assert report.exit_code == 15
-    assert _build(store, release) == (root, 1)  # only the page's step runs again
+    # Only the page's step runs again, and the release record that vouches for the whole DAG.
+    assert _build(store, release) == (root, 2)
     assert _verify(store) == 0
 
 
@@ -189,7 +190,7 @@ def test_missing_blocks_of_a_rooted_dag(store: Store, release: Release,
     assert f"missing block {simple} of root test#1" in out
     assert "1 missing" in err
     assert _verify(store, "--repair") == 15  # nothing to repair it from: a build restores it
-    assert _build(store, release) == (root, 1)
+    assert _build(store, release) == (root, 2)  # simple/ and the release record
     assert _verify(store) == 0
 
 
