@@ -448,7 +448,8 @@ def build_release(
             store.put_record(release.key, {**record, "generation": generation})
             return True
 
-        record = realiser.realise(release, build, valid=whole)
+        with store.batch():  # pages, records, blocks made durable together, before the root
+            record = realiser.realise(release, build, valid=whole)
         root = CID.parse(record["cid"])
         keys = {*record["keys"], *realiser.used, release.key}
         store.add_root(plan.spec.name, sequence, root, keys)

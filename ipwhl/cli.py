@@ -233,8 +233,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     # sys.stderr as it is now, not as it was at import: callers of main() may redirect it.
     progress = progress_for(sys.stderr, quiet=args.quiet)
     with store.lock():  # beside builds, never during a gc
-        result = check_release(store, plan, progress=progress, workers=_workers(),
-                               need_wheels=args.imports)
+        with store.batch():  # records and blocks made durable together (see Store.batch)
+            result = check_release(store, plan, progress=progress, workers=_workers(),
+                                   need_wheels=args.imports)
         if result.violations:
             _print_violations(result.violations)
             if args.imports and not args.quiet:

@@ -21,7 +21,7 @@ from .unixfs import Block, FileBuilder
 
 __all__ = ["FetchedFile", "fetch_into_store", "open_source"]
 
-_CHUNK = 1 << 20
+_CHUNK = 1 << 18  # one UnixFS leaf: FileBuilder hashes a whole-leaf bytes without copying it
 _RETRYABLE_HTTP = {408, 425, 429, 500, 502, 503, 504}
 USER_AGENT = f"ipwhl/{__version__}"
 

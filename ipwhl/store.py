@@ -13,6 +13,11 @@ Layout under the store root (every file is written once, atomically, and never c
 
 A wheel's bytes are kept once (in objects/); its raw leaf blocks are served as slices of the object,
 checked against their CIDs on the way out, so corrupt bytes are never handed on.
+
+Within `Store.batch()` small files (blocks, layouts, records, source lists) are held in memory and
+made durable together: every one is written and fsynced at once from a pool of threads, then
+renamed into place in the order they were put. So, as outside a batch, no name ever appears
+before its bytes are on disk, and a record never before what it names (see docs/performance.md).
 """
 
 from __future__ import annotations
@@ -22,9 +27,11 @@ import errno
 import hashlib
 import os
 import secrets
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -46,11 +53,69 @@ _OWN_NAMES = frozenset(
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 STORE_KINDS = ("objects", "layouts", "blocks", "records", "sources")
 _LEAF_RESCAN = 1.0  # seconds between looks for new layouts when a leaf is not known
+# A batch is made durable when it holds this many files or bytes (and when it ends): bounded
+# memory, and few enough fsync rounds that each costs about one disk flush.
+_BATCH_FILES = 4096
+_BATCH_BYTES = 64 << 20
+# fsyncs in flight at once: the file system commits concurrent fsyncs in one journal transaction.
+_SYNC_THREADS = 16
+_SYNCFS_FROM = 16  # files in a flush from which one syncfs beats an fsync each
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: no flock; a store there is not shared safely
     fcntl = None  # type: ignore[assignment]
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        import ctypes
+
+        function = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int]
+    return function  # type: ignore[no-any-return]
+
+
+_syncfs: Callable[[int], int] | None = None
+_syncfs_loaded = False
+
+
+def _sync_files(folder: str, paths: list[str]) -> None:
+    """Make the written files `paths` (all inside `folder`) durable; OSError if the disk says no.
+
+    Many small files: one syncfs(2) of the store's file system costs about one journal commit,
+    where an fsync each costs a commit each (measured: 2,400 records in 35 ms against 250 ms
+    with 16 fsyncs in flight). Linux ≥ 5.8 reports write-back errors through it. A few files,
+    or no syncfs: fsync them, several at once.
+    """
+    global _syncfs, _syncfs_loaded
+    if not _syncfs_loaded:
+        _syncfs, _syncfs_loaded = _load_syncfs(), True
+    if _syncfs is not None and len(paths) >= _SYNCFS_FROM:
+        descriptor = os.open(folder, os.O_RDONLY)
+        try:
+            if _syncfs(descriptor) != 0:
+                import ctypes
+
+                code = ctypes.get_errno()
+                raise OSError(code, os.strerror(code))
+        finally:
+            os.close(descriptor)
+        return
+
+    def sync(path: str) -> None:
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+    with ThreadPoolExecutor(min(_SYNC_THREADS, len(paths))) as pool:
+        list(pool.map(sync, paths))  # list(): the first error surfaces here
 
 
 def default_store_path(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -107,6 +172,11 @@ class Store:
         self._leaf_scanned = 0.0
         self._leaf_lock = threading.Lock()
         self._generation_bumped = False
+        # Files put inside batch(): final path -> bytes, in the order they were put.
+        self._pending: dict[str, bytes] = {}
+        self._pending_bytes = 0
+        self._batch_depth = 0
+        self._batch_lock = threading.RLock()
 
     # -- set-up -----------------------------------------------------------------------------
 
@@ -214,6 +284,95 @@ class Store:
             handle.write(data)
             self._commit(temp, handle, final)
 
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Hold small writes (blocks, layouts, records, sources) and make them durable together.
+
+        Inside, such files are visible to this Store at once, and on disk (to other processes)
+        once the batch is flushed: when it grows large and when the outermost batch ends. Each
+        is fsynced before its name appears, and they appear in the order they were put, so a
+        crash at any point loses at most work, never leaves a file whose bytes are not there.
+        Objects and roots are never held (a root flushes the batch first).
+        """
+        with self._batch_lock:
+            self._batch_depth += 1
+        try:
+            yield
+        finally:
+            with self._batch_lock:
+                self._batch_depth -= 1
+                if self._batch_depth == 0:
+                    self.flush()
+
+    def flush(self) -> None:
+        """Write out every file a batch holds: all fsynced (in parallel), then all renamed."""
+        with self._batch_lock:
+            pending = self._pending
+            if not pending:
+                return
+            try:
+                self._write_many(pending)
+            except OSError as exc:
+                if exc.errno in _NO_SPACE:
+                    raise StoreError(
+                        f"no space left on the store's disk ({self.root}): {exc.strerror}; "
+                        "free some space (`ipwhl gc`) and run the command again"
+                    ) from exc
+                raise
+            finally:
+                # Written or not, they are no longer held: what failed is simply not there.
+                self._pending, self._pending_bytes = {}, 0
+
+    def _write_many(self, files: dict[str, bytes]) -> None:
+        tmp_dir = os.path.join(self.root, "tmp")
+        os.makedirs(tmp_dir, exist_ok=True)
+        prefix = os.path.join(tmp_dir, f"{os.getpid()}-{secrets.token_hex(6)}-")
+        temps = [f"{prefix}{index}" for index in range(len(files))]
+        try:
+            for temp, data in zip(temps, files.values(), strict=True):
+                descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(descriptor, view) :]
+                finally:
+                    os.close(descriptor)
+            _sync_files(tmp_dir, temps)
+            made: set[str] = set()
+            for temp, final in zip(temps, files, strict=True):
+                folder = os.path.dirname(final)
+                if folder not in made:
+                    os.makedirs(folder, exist_ok=True)
+                    made.add(folder)
+                os.replace(temp, final)
+        finally:
+            for temp in temps:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temp)
+
+    def _put(self, final: Path, data: bytes) -> None:
+        """Write a small file atomically, or hold it in the running batch."""
+        with self._batch_lock:
+            if self._batch_depth:
+                key = str(final)
+                self._pending_bytes += len(data) - len(self._pending.pop(key, b""))
+                self._pending[key] = data
+                if len(self._pending) >= _BATCH_FILES or self._pending_bytes >= _BATCH_BYTES:
+                    self.flush()
+                return
+        self._write_atomic(final, data)
+
+    def _held(self, final: Path) -> bytes | None:
+        # Read without the lock: a dict lookup is atomic, and a flush renames before it forgets.
+        return self._pending.get(str(final)) if self._pending else None
+
+    def _exists(self, final: Path) -> bool:
+        return self._held(final) is not None or final.exists()
+
+    def _read(self, final: Path) -> bytes:
+        held = self._held(final)
+        return held if held is not None else final.read_bytes()
+
     def commit_object(self, temp: Path, handle: IO[bytes], sha256_hex: str) -> Path:
         """Move a fully written and verified temporary file into objects/ under its sha256."""
         final = self.object_path(sha256_hex)
@@ -251,18 +410,18 @@ class Store:
     def put_block(self, cid: CID, data: bytes) -> None:
         """Store one block under its CID, unless it is already there."""
         path = self.block_path(cid)
-        if not path.exists():
-            self._write_atomic(path, data)
+        if not self._exists(path):
+            self._put(path, data)
 
     def has_block(self, cid: CID) -> bool:
-        if self.block_path(cid).exists():
+        if self._exists(self.block_path(cid)):
             return True
         return self._leaf_location(cid) is not None
 
     def get_block(self, cid: CID) -> bytes:
         """The block's bytes, verified against its CID; NotFound or IntegrityError otherwise."""
         try:
-            data = self.block_path(cid).read_bytes()
+            data = self._read(self.block_path(cid))
         except FileNotFoundError:
             location = self._leaf_location(cid)
             if location is None:
@@ -275,15 +434,15 @@ class Store:
     def put_layout(self, root: CID, layout: Layout) -> None:
         """Record that the UnixFS file `root` is the object `layout.object_sha256`, leaf by leaf."""
         path = self.layout_path(root)
-        if not path.exists():
-            self._write_atomic(path, msgpack.packb(layout.to_record()))
+        if not self._exists(path):
+            self._put(path, msgpack.packb(layout.to_record()))
         if self._leaf_index is not None:
             with self._leaf_lock:
                 self._index_leaves(str(root), layout)
 
     def get_layout(self, root: CID) -> Layout | None:
         try:
-            raw = self.layout_path(root).read_bytes()
+            raw = self._read(self.layout_path(root))
         except FileNotFoundError:
             return None
         return Layout.from_record(msgpack.unpackb(raw))
@@ -335,6 +494,10 @@ class Store:
                         self._index_leaves(name, Layout.from_record(
                             msgpack.unpackb(path.read_bytes())
                         ))
+            for held_path, raw in list(self._pending.items()):
+                name = os.path.basename(held_path)
+                if os.path.basename(os.path.dirname(os.path.dirname(held_path))) == "layouts":
+                    self._index_leaves(name, Layout.from_record(msgpack.unpackb(raw)))
             self._leaf_scanned = time.monotonic()
             return self._leaf_index.get(cid)
 
@@ -350,12 +513,12 @@ class Store:
         return self.root / "records" / key[:2] / key
 
     def has_record(self, key: str) -> bool:
-        return self.record_path(key).exists()
+        return self._exists(self.record_path(key))
 
     def get_record(self, key: str) -> Any | None:
         """The output of the derivation `key`, or None when it is not realised."""
         try:
-            raw = self.record_path(key).read_bytes()
+            raw = self._read(self.record_path(key))
         except FileNotFoundError:
             return None
         try:
@@ -366,7 +529,7 @@ class Store:
             ) from None
 
     def put_record(self, key: str, value: Any) -> None:
-        self._write_atomic(self.record_path(key), msgpack.packb(value))
+        self._put(self.record_path(key), msgpack.packb(value))
 
     # -- sources ----------------------------------------------------------------------------
 
@@ -376,7 +539,7 @@ class Store:
     def sources(self, sha256_hex: str) -> list[str]:
         """The URLs the object was fetched from, oldest first (empty when none was kept)."""
         try:
-            raw = self.source_path(sha256_hex).read_bytes()
+            raw = self._read(self.source_path(sha256_hex))
         except FileNotFoundError:
             return []
         try:
@@ -390,7 +553,7 @@ class Store:
         derivation's output does not depend on its source, so the source is kept beside it)."""
         known = self.sources(sha256_hex)
         if url not in known:
-            self._write_atomic(self.source_path(sha256_hex), msgpack.packb([*known, url]))
+            self._put(self.source_path(sha256_hex), msgpack.packb([*known, url]))
 
     # -- listing and removing (gc, verify) -----------------------------------------------------
 
@@ -467,6 +630,7 @@ class Store:
     ) -> Path:
         """Register `cid` as release `sequence` of the line `name` (a GC root), with the keys of
         the derivation records that built it (kept alive with it, so a rebuild runs nothing)."""
+        self.flush()  # a root vouches for records and blocks: they go to disk first
         path = self.root_path(name, sequence)
         keys_path = path.with_name(f"{sequence}.keys")
         self._write_atomic(keys_path, msgpack.packb(sorted(record_keys)))

@@ -261,6 +261,127 @@ def test_records(store: Store) -> None:
         store.get_record(key)
 
 
+# -- batches -----------------------------------------------------------------------------------
+
+
+def test_a_batch_is_seen_here_at_once_and_on_disk_when_it_ends(store: Store) -> None:
+    other = Store(store.root).open()  # another process, as far as held files go
+    _root, layout = _put_file(store, b"x" * 10)
+    cid, _, blocks = encode_file(b"a page")
+    key = "ef" * 32
+    with store.batch():
+        store.put_block(cid, blocks[0].data)
+        store.put_record(key, {"cid": str(cid)})
+        store.add_source(layout.object_sha256, "https://example.invalid/x.whl")
+        with store.batch():  # nested: only the outermost batch writes
+            store.put_record("0f" * 32, [1])
+        assert store.get_block(cid) == b"a page" and store.has_block(cid)
+        assert store.get_record(key) == {"cid": str(cid)} and store.has_record(key)
+        assert store.sources(layout.object_sha256) == ["https://example.invalid/x.whl"]
+        assert not other.has_block(cid) and other.get_record(key) is None
+        assert not other.has_record("0f" * 32)
+        assert not _files(store, "tmp")
+    assert other.get_block(cid) == b"a page"
+    assert other.get_record(key) == {"cid": str(cid)}
+    assert other.get_record("0f" * 32) == [1]
+    assert other.sources(layout.object_sha256) == ["https://example.invalid/x.whl"]
+    assert not _files(store, "tmp")
+
+
+def test_a_held_layout_serves_its_leaves(store: Store) -> None:
+    data = os.urandom(CHUNK_SIZE + 100)
+    with store.batch():
+        root, layout = _put_file(store, data)
+        assert store.get_layout(root) == layout
+        leaf, _, _ = layout.leaves[1]
+        assert store.has_block(leaf)
+        assert store.get_block(leaf) == data[CHUNK_SIZE:]
+    assert Store(store.root).open().get_block(leaf) == data[CHUNK_SIZE:]
+
+
+def test_a_batch_names_files_only_once_all_are_written_and_in_order(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    renamed: list[str] = []
+    real_replace = os.replace
+
+    def replace(source: str, target: str) -> None:
+        if not renamed:  # the first name to appear: every file's bytes must be down already
+            temps = sorted((store.root / "tmp").iterdir())
+            assert len(temps) == 40
+            assert all(t.stat().st_size > 0 for t in temps)
+        renamed.append(os.path.basename(target))
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace)
+    expected = []
+    with store.batch():
+        for number in range(20):
+            cid, _, blocks = encode_file(f"page {number}".encode())
+            store.put_block(cid, blocks[0].data)
+            key = f"{number:064x}"
+            store.put_record(key, {"cid": str(cid)})  # names the block put just before it
+            expected += [str(cid), key]
+    assert renamed == expected
+    assert not _files(store, "tmp")
+
+
+def test_a_small_batch_fsyncs_each_file(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(descriptor: int) -> None:
+        synced.append(descriptor)
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with store.batch():
+        for number in range(3):
+            store.put_record(f"{number:064x}", number)
+        assert not synced
+    assert len(synced) == 3
+
+
+def test_a_full_batch_is_written_before_it_ends(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ipwhl.store
+
+    monkeypatch.setattr(ipwhl.store, "_BATCH_FILES", 3)
+    other = Store(store.root).open()
+    with store.batch():
+        for number in range(4):
+            store.put_record(f"{number:064x}", number)
+        assert [other.get_record(f"{n:064x}") for n in range(4)] == [0, 1, 2, None]
+    assert other.get_record(f"{3:064x}") == 3
+
+
+def test_a_root_writes_the_batch_first(store: Store) -> None:
+    other = Store(store.root).open()
+    with store.batch():
+        store.put_record("aa" * 32, "built")
+        store.add_root("line", 1, HELLO, ["aa" * 32])
+        assert other.get_record("aa" * 32) == "built"
+        assert other.roots() == [("line", 1, HELLO)]
+
+
+def test_a_batch_that_cannot_be_written_leaves_nothing(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_space(*args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(StoreError, match="no space left"), store.batch():
+        for number in range(30):
+            store.put_record(f"{number:064x}", number)
+        monkeypatch.setattr(os, "write", no_space)
+    monkeypatch.undo()
+    assert not _files(store, "tmp", *FOLDERS)
+    assert store.get_record(f"{0:064x}") is None  # no longer held either
+    store.put_record(f"{0:064x}", 0)  # and the store still takes writes
+    assert store.get_record(f"{0:064x}") == 0
+
+
 def test_roots(store: Store) -> None:
     first = CID.parse("bafybeiczsscdsbs7ffqz55asqdf3smv6klcw3gofszvwlyarci47bgf354")
     second = HELLO
