@@ -11,7 +11,7 @@ readers fetch blocks through a `get_block(cid) -> bytes` callable that returns v
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -50,6 +50,7 @@ __all__ = [
     "list_directory",
     "lookup",
     "node_kind",
+    "update_directory",
 ]
 
 CHUNK_SIZE = 262144
@@ -518,20 +519,29 @@ def _encode_shard(
     slots: dict[int, list[tuple[bytes, bytes, Link]]] = {}
     for item in items:
         slots.setdefault(_hamt_index(item[1], item[0], depth), []).append(item)
-    links = []
-    children_tsize = 0
-    for index in sorted(slots):
-        group = slots[index]
-        prefix = f"{index:02X}"
+    children: dict[int, tuple[str, CID, int]] = {}
+    for index, group in slots.items():
         if len(group) == 1:
             link = group[0][2]
-            links.append(PBLink(prefix + link.name, link.cid, link.tsize))
-            children_tsize += link.tsize
+            children[index] = (link.name, link.cid, link.tsize)
         else:
             cid, tsize = _encode_shard(group, depth + 1, cid_version, hash_code, blocks)
-            links.append(PBLink(prefix, cid, tsize))
-            children_tsize += tsize
-    bitfield = sum(1 << index for index in slots)
+            children[index] = ("", cid, tsize)
+    return _shard_node(children, cid_version, hash_code, blocks)
+
+
+def _shard_node(
+    children: Mapping[int, tuple[str, CID, int]], cid_version: int, hash_code: int,
+    blocks: list[Block],
+) -> tuple[CID, int]:
+    # One HAMT node from its slots: (entry name, CID, Tsize) of a leaf, ("", …) of a shard.
+    links = []
+    children_tsize = 0
+    for index in sorted(children):
+        name, cid, tsize = children[index]
+        links.append(PBLink(f"{index:02X}{name}", cid, tsize))
+        children_tsize += tsize
+    bitfield = sum(1 << index for index in children)
     data = encode_unixfs(
         UnixFSData(
             DataType.HAMT_SHARD,
@@ -544,6 +554,268 @@ def _encode_shard(
     cid = CID.compute(block, DAG_PB, version=cid_version, hash_code=hash_code)
     blocks.append(Block(cid, block))
     return cid, len(block) + children_tsize
+
+
+# --- updating a directory -------------------------------------------------------------
+
+# The fewest bytes an entry adds to a directory's estimate: a one-byte name and the shortest
+# CID (version, codec, hash code and digest length, one byte each, an empty digest).
+_MIN_ENTRY_ESTIMATE = 5
+
+
+@dataclass(frozen=True)
+class _Subshard:
+    """A HAMT child node not read (it holds at least two entries)."""
+
+    cid: CID
+    tsize: int
+
+
+class _Shard:
+    """A HAMT node being updated: slot → a leaf's Link, an unread child, or a read child."""
+
+    def __init__(self, slots: dict[int, Link | _Subshard | _Shard], cid: CID | None,
+                 tsize: int) -> None:
+        self.slots = slots
+        self.cid = cid  # as read; None once changed (or for a new node)
+        self.tsize = tsize
+
+
+def update_directory(
+    root: CID,
+    changes: Mapping[str, Link | None],
+    get_block: GetBlock,
+    *,
+    cid_version: int = 1,
+    hash_code: int = SHA2_256,
+    shard_threshold: int = HAMT_THRESHOLD,
+) -> tuple[CID, int, list[Block]]:
+    """The directory `root` with `changes` applied, encoded as `encode_directory` would encode
+    the whole result; returns (CID, Tsize, the blocks not in `root`'s DAG, root last).
+
+    `changes` maps a name to its new link (added or replaced) or to None (removed; a name not
+    there is ignored). In a HAMT only the shards on the path of a change are read and
+    rewritten, and only as much of the rest as proves the result still needs sharding.
+    """
+    node, meta = _load_directory(root, get_block)
+    if (meta.type != DataType.HAMT_SHARD or meta.fanout != HAMT_FANOUT
+            or cid_version != root.version or hash_code != root.hash_code):
+        entries = {link.name: link for link in list_directory(root, get_block)}
+        return _encode_changed(entries, changes, cid_version, hash_code, shard_threshold)
+    top = _read_shard(root, node, 0, 0, check=True)
+    top.cid = None  # the root is written again: its Tsize at least may change
+    for name, link in sorted(changes.items()):
+        key = _check_name(name)
+        first = _hamt_hash(key)
+        if link is None:
+            _remove(top, name, key, first, 0, get_block)
+        else:
+            _insert(top, Link(name, link.cid, link.tsize), key, first, 0, get_block)
+    if not _exceeds(top, shard_threshold, get_block):
+        entries = {link.name: link for link in _leaves(top, 0, get_block)}
+        return encode_directory(entries.values(), cid_version=cid_version, hash_code=hash_code,
+                                shard_threshold=shard_threshold)
+    blocks: list[Block] = []
+    cid, tsize = _write_shard(top, cid_version, hash_code, blocks)
+    return cid, tsize, blocks
+
+
+def _encode_changed(
+    entries: dict[str, Link], changes: Mapping[str, Link | None], cid_version: int,
+    hash_code: int, shard_threshold: int,
+) -> tuple[CID, int, list[Block]]:
+    for name, link in changes.items():
+        if link is None:
+            entries.pop(name, None)
+        else:
+            entries[name] = Link(name, link.cid, link.tsize)
+    return encode_directory(entries.values(), cid_version=cid_version, hash_code=hash_code,
+                            shard_threshold=shard_threshold)
+
+
+def _read_shard(
+    cid: CID, node: PBNode, depth: int, tsize: int, *, check: bool = False
+) -> _Shard:
+    # `check`: this node will be changed, so it must be as `encode_directory` writes it.
+    if depth >= _MAX_DEPTH:
+        raise InvalidBlock(f"{cid}: HAMT deeper than {_MAX_DEPTH} levels")
+    slots: dict[int, Link | _Subshard | _Shard] = {}
+    last = -1
+    for link in node.links:
+        index, rest = _split_shard_name(cid, link.name, 2)
+        if check and index <= last:
+            raise InvalidBlock(f"{cid}: HAMT links are not one per slot, in slot order")
+        last = index
+        if rest:
+            if check:
+                key = _name_bytes(rest)
+                if _hamt_index(key, _hamt_hash(key), depth) != index:
+                    raise InvalidBlock(f"{cid}: HAMT entry {rest!r} is not in its hash's slot")
+            slots[index] = Link(rest, link.cid, link.tsize or 0)
+        else:
+            slots[index] = _Subshard(link.cid, link.tsize or 0)
+    if check and depth and len(slots) == 1 and isinstance(next(iter(slots.values())), Link):
+        raise InvalidBlock(f"{cid}: a HAMT shard holds a single entry")
+    return _Shard(slots, cid, tsize)
+
+
+def _child(shard: _Shard, index: int, depth: int, get_block: GetBlock) -> _Shard:
+    child = shard.slots[index]
+    if isinstance(child, _Subshard):
+        child = _read_subshard(child, depth + 1, get_block, check=True)
+        shard.slots[index] = child
+    assert isinstance(child, _Shard)
+    return child
+
+
+def _read_subshard(
+    sub: _Subshard, depth: int, get_block: GetBlock, *, check: bool = False
+) -> _Shard:
+    node, meta = _load(sub.cid, get_block)
+    if meta.type != DataType.HAMT_SHARD or meta.fanout != HAMT_FANOUT:
+        raise InvalidBlock(f"{sub.cid}: a HAMT link points at a node of another kind")
+    return _read_shard(sub.cid, node, depth, sub.tsize, check=check)
+
+
+def _insert(
+    shard: _Shard, link: Link, key: bytes, first: bytes, depth: int, get_block: GetBlock
+) -> None:
+    if depth >= _MAX_DEPTH:
+        raise ValueError("HAMT too deep: names collide on every hash bit")
+    index = _hamt_index(key, first, depth)
+    here = shard.slots.get(index)
+    shard.cid = None
+    if here is None or (isinstance(here, Link) and here.name == link.name):
+        shard.slots[index] = link
+    elif isinstance(here, Link):
+        # Two entries in one slot: both move one level down, into a new shard.
+        child = _Shard({}, None, 0)
+        other = _name_bytes(here.name)
+        _insert(child, here, other, _hamt_hash(other), depth + 1, get_block)
+        _insert(child, link, key, first, depth + 1, get_block)
+        shard.slots[index] = child
+    else:
+        _insert(_child(shard, index, depth, get_block), link, key, first, depth + 1, get_block)
+
+
+def _remove(
+    shard: _Shard, name: str, key: bytes, first: bytes, depth: int, get_block: GetBlock
+) -> bool:
+    index = _hamt_index(key, first, depth)
+    here = shard.slots.get(index)
+    if here is None or (isinstance(here, Link) and here.name != name):
+        return False
+    if isinstance(here, Link):
+        del shard.slots[index]
+        shard.cid = None
+        return True
+    child = _child(shard, index, depth, get_block)
+    if not _remove(child, name, key, first, depth + 1, get_block):
+        return False
+    shard.cid = None
+    if len(child.slots) == 1:
+        (only,) = child.slots.values()
+        if isinstance(only, Link):  # a shard of one entry is that entry, one level up
+            shard.slots[index] = only
+    return True
+
+
+def _exceeds(top: _Shard, threshold: int, get_block: GetBlock) -> bool:
+    """Whether the HAMT's estimate exceeds `threshold`, reading as few shards as prove it."""
+    unread: list[tuple[_Subshard, int]] = []
+    bound = _estimate(top, 0, unread)
+    unread.sort(key=lambda item: item[1])  # shallow shards first: they hold the most
+    queue: list[CID | bytes] = [sub.cid for sub, _ in unread]
+    position = 0
+    while bound <= threshold and position < len(queue):
+        # Each shard read replaces its lower bound by what it holds; its own children are
+        # deeper, so they go to the end.
+        cid = queue[position]
+        position += 1
+        if not isinstance(cid, CID):
+            cid = CID.from_bytes(cid)
+        leaves, children = _scan_shard(cid, get_block(cid))
+        bound += leaves + 2 * _MIN_ENTRY_ESTIMATE * (len(children) - 1)
+        queue += children
+    return bound > threshold
+
+
+def _scan_shard(cid: CID, block: bytes) -> tuple[int, list[CID | bytes]]:
+    """The estimate of a HAMT node's own entries, and its child shards (binary CIDs), without
+    building every link (a block not laid out as dag-pb encoders write it is decoded instead)."""
+    leaves = 0
+    children: list[CID | bytes] = []
+    pos, end = 0, len(block)
+    try:
+        while pos < end and block[pos] == 0x12:  # a link
+            length, pos = varint_decode(block, pos + 1)
+            stop = pos + length
+            if block[pos] != 0x0A:
+                raise ValueError("a link without its Hash first")
+            cid_length, pos = varint_decode(block, pos + 1)
+            cid_start, pos = pos, pos + cid_length
+            name_length = 0
+            if pos < stop and block[pos] == 0x12:
+                name_length, pos = varint_decode(block, pos + 1)
+            if name_length > 2:
+                leaves += name_length - 2 + cid_length
+            elif name_length == 2:
+                children.append(block[cid_start : cid_start + cid_length])
+            else:
+                raise ValueError("a HAMT link without its slot")
+            pos = stop
+        if pos > end:
+            raise ValueError("a link runs past the end")
+    except (ValueError, IndexError):
+        node = decode_pbnode(block)
+        leaves, children = 0, []
+        for link in node.links:
+            _, rest = _split_shard_name(cid, link.name, 2)
+            if rest:
+                leaves += len(_name_bytes(rest)) + len(bytes(link.cid))
+            else:
+                children.append(link.cid)
+    return leaves, children
+
+
+def _estimate(shard: _Shard, depth: int, unread: list[tuple[_Subshard, int]]) -> int:
+    # A lower bound of the estimate of the entries under `shard`: exact but for `unread`.
+    bound = 0
+    for value in shard.slots.values():
+        if isinstance(value, Link):
+            bound += len(_name_bytes(value.name)) + len(bytes(value.cid))
+        elif isinstance(value, _Subshard):
+            bound += 2 * _MIN_ENTRY_ESTIMATE  # a shard holds two entries or more
+            unread.append((value, depth + 1))
+        else:
+            bound += _estimate(value, depth + 1, unread)
+    return bound
+
+
+def _leaves(shard: _Shard, depth: int, get_block: GetBlock) -> Iterator[Link]:
+    for value in shard.slots.values():
+        if isinstance(value, Link):
+            yield value
+        else:
+            if isinstance(value, _Subshard):
+                value = _read_subshard(value, depth + 1, get_block)
+            yield from _leaves(value, depth + 1, get_block)
+
+
+def _write_shard(
+    shard: _Shard, cid_version: int, hash_code: int, blocks: list[Block]
+) -> tuple[CID, int]:
+    if shard.cid is not None:
+        return shard.cid, shard.tsize
+    children: dict[int, tuple[str, CID, int]] = {}
+    for index, value in shard.slots.items():
+        if isinstance(value, Link):
+            children[index] = (value.name, value.cid, value.tsize)
+        elif isinstance(value, _Subshard):
+            children[index] = ("", value.cid, value.tsize)
+        else:
+            children[index] = ("", *_write_shard(value, cid_version, hash_code, blocks))
+    return _shard_node(children, cid_version, hash_code, blocks)
 
 
 # --- reading --------------------------------------------------------------------------

@@ -8,11 +8,13 @@ import random
 import shutil
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import mmh3
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ipwhl.cid import BLAKE3, CID, DAG_PB, RAW, SHA2_256, varint_encode
 from ipwhl.errors import IntegrityError, NotFound
@@ -43,6 +45,7 @@ from ipwhl.unixfs import (
     list_directory,
     lookup,
     node_kind,
+    update_directory,
 )
 
 ORACLES = Path(os.environ.get("IPWHL_ORACLES", "/work/shared/oracles"))
@@ -665,3 +668,111 @@ def test_encoding_runs_near_sha256_speed() -> None:
 
     floor = best(lambda: hashlib.sha256(data).digest())
     assert best(encode) < floor * 1.5 + 0.02
+
+
+# --- updating a directory in place -------------------------------------------------------------
+
+
+def _links(names: Iterable[str], salt: str = "") -> dict[str, Link]:
+    return {n: Link(n, CID.compute(f"{salt}{n}".encode(), RAW), len(n) + len(salt))
+            for n in names}
+
+
+def _update_matches_scratch(
+    before: dict[str, Link], changes: dict[str, Link | None], threshold: int
+) -> list[CID]:
+    """Check update_directory against a from-scratch encode; return the CIDs it read."""
+    old_cid, _, old_blocks = encode_directory(before.values(), shard_threshold=threshold)
+    store = {block.cid: block.data for block in old_blocks}
+    read: list[CID] = []
+
+    def get(cid: CID) -> bytes:
+        read.append(cid)
+        return store[cid]
+
+    after = dict(before)
+    for name, link in changes.items():
+        if link is None:
+            after.pop(name, None)
+        else:
+            after[name] = link
+    cid, tsize, blocks = update_directory(old_cid, changes, get, shard_threshold=threshold)
+    want_cid, want_tsize, want_blocks = encode_directory(after.values(), shard_threshold=threshold)
+    assert (cid, tsize) == (want_cid, want_tsize)
+    assert blocks[-1].cid == cid
+    wanted = {block.cid: block.data for block in want_blocks}
+    assert all(wanted.get(block.cid) == block.data for block in blocks)  # nothing extra
+    assert wanted.keys() <= store.keys() | {block.cid for block in blocks}  # nothing missing
+    return read
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    names=st.sets(st.text("abcdefgh0123", min_size=1, max_size=6), max_size=400),
+    data=st.data(),
+    threshold=st.sampled_from([0, 400, 2000, 8000, HAMT_THRESHOLD]),
+)
+def test_update_directory_equals_a_scratch_encode(
+    names: set[str], data: st.DataObject, threshold: int
+) -> None:
+    before = _links(names)
+    ordered = sorted(names)
+    removed = data.draw(st.lists(st.sampled_from(ordered), max_size=40)) if ordered else []
+    replaced = data.draw(st.lists(st.sampled_from(ordered), max_size=40)) if ordered else []
+    added = data.draw(st.sets(st.text("ijklmnop4567", min_size=1, max_size=6), max_size=60))
+    changes: dict[str, Link | None] = {name: None for name in removed}
+    changes.update(_links(replaced, salt="v2"))
+    changes.update(_links(added, salt="new"))
+    changes["never-there"] = None  # removing what is absent changes nothing
+    _update_matches_scratch(before, changes, threshold)
+
+
+def test_update_directory_deep_collisions_and_collapse() -> None:
+    # 6,000 names give three-level HAMTs; removing most of a slot folds shards back up.
+    rng = random.Random(9)
+    before = _links(f"project-{i}" for i in range(6000))
+    first_slot = {name for name in before if mmh3.hash_bytes(name.encode())[7] == 0}
+    changes: dict[str, Link | None] = {name: None for name in sorted(first_slot)[:-1]}
+    changes.update({name: None for name in rng.sample(sorted(before), 500)})
+    changes.update(_links((f"project-{i}" for i in rng.sample(range(6000), 300)), salt="v2"))
+    changes.update(_links(f"new-{i}" for i in range(300)))
+    _update_matches_scratch(before, changes, 0)
+
+
+def test_update_directory_reads_the_path_of_a_change_and_what_proves_the_size() -> None:
+    # 20,000 entries lie in about 2,800 shards. An update reads the root, the shards down to
+    # the entry, and (to prove the result is still over the threshold) part of the first layer.
+    before = _links(f"project-{i:06d}" for i in range(20000))
+    changed = "project-012345"
+    for change in (_links([changed], salt="v2"), {changed: None}):
+        read = _update_matches_scratch(before, change, HAMT_THRESHOLD)
+        assert len(read) <= 1 + 128 + 2
+
+
+@pytest.mark.parametrize(("count", "change"), [(6000, -5990), (5500, 1500), (40, 10)])
+def test_update_directory_crosses_the_shard_threshold(count: int, change: int) -> None:
+    # Shrinking a HAMT below the threshold gives a plain directory, growing one a HAMT.
+    before = _links(f"entry-{i:05d}" for i in range(count))
+    if change < 0:
+        changes: dict[str, Link | None] = {f"entry-{i:05d}": None for i in range(-change)}
+    else:
+        changes = dict(_links(f"more-{i:05d}" for i in range(change)))
+    _update_matches_scratch(before, changes, HAMT_THRESHOLD)
+    _update_matches_scratch(before, changes, 20000)
+
+
+def test_update_directory_of_a_plain_directory_and_a_foreign_hamt() -> None:
+    before = _links(["a", "b", "c"])
+    _update_matches_scratch(before, {"b": None, "d": _links(["d"])["d"]}, HAMT_THRESHOLD)
+    # A HAMT written by another encoder (fanout 16) is listed and encoded again, as ours.
+    entries = _links(["a", "b"])
+    slots = {mmh3.hash_bytes(name.encode())[7] >> 4: link for name, link in entries.items()}
+    data = encode_unixfs(UnixFSData(DataType.HAMT_SHARD, sum(1 << i for i in slots).to_bytes(
+        2, "big"), hash_type=0x22, fanout=16))
+    links = tuple(PBLink(f"{i:X}{slots[i].name}", slots[i].cid, slots[i].tsize)
+                  for i in sorted(slots))
+    shard = encode_pbnode(PBNode(links, data))
+    foreign = CID.compute(shard, DAG_PB)
+    change = _links(["c"])
+    cid, tsize, _ = update_directory(foreign, {"a": None, **change}, {foreign: shard}.get)
+    assert (cid, tsize) == encode_directory([entries["b"], change["c"]])[:2]
