@@ -6,7 +6,7 @@ cd "$(dirname -- "$0")/.."
 export PIP_CONFIG_FILE=/dev/null PIP_DISABLE_PIP_VERSION_CHECK=1
 if [ ! -x .venv/bin/ipwhl ]; then
   python3 -m venv .venv
-  .venv/bin/python -m pip install --quiet --isolated -e .
+  .venv/bin/python -m pip install --quiet --isolated --disable-pip-version-check -e .
 fi
 store=${IPWHL_STORE:-store}
 echo "== ipwhl build examples/release.toml (store: $store)"
@@ -29,7 +29,7 @@ for _ in range(100):
 PY
 echo "== pip install --index-url $index requests[socks] pyyaml"
 python3 -m venv "$scratch/venv"
-"$scratch/venv/bin/python" -m pip install --quiet --isolated --index-url "$index" "requests[socks]" pyyaml
+"$scratch/venv/bin/python" -m pip install --quiet --isolated --disable-pip-version-check --index-url "$index" "requests[socks]" pyyaml
 "$scratch/venv/bin/python" - <<'PY'
 import requests, socks, urllib3, yaml
 print(f"imported requests {requests.__version__}, urllib3 {urllib3.__version__}, "
