@@ -10,33 +10,44 @@ has on its own (TOML syntax, keys, types, values) are reported with check
 from __future__ import annotations
 
 import difflib
+import os
 import re
-from collections.abc import Mapping
+import stat
+import sys
+import time as clock
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 from urllib.parse import urlsplit
 
+import blake3
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-from ipwhl import tomlpos
+from ipwhl import tomlpos, unixfs
 from ipwhl.cid import CID, InvalidCID
 from ipwhl.errors import DeclarationError, Location, Violation
 from ipwhl.requirements import InvalidRequirement, Requirement, parse_requirement
 from ipwhl.wheels import InvalidWheelFilename, WheelFilename, parse_wheel_filename
 
+if TYPE_CHECKING:
+    from ipwhl.declcache import DeclarationCache
+
 __all__ = [
     "KNOWN_KEYS",
     "Declaration",
     "DeclarationSet",
+    "DeclarationSummary",
+    "StatKey",
     "is_cid",
     "load_declaration",
     "load_declarations",
     "prefix_of",
+    "summarize",
     "type_name",
     "unknown_key_message",
 ]
@@ -92,19 +103,113 @@ class Declaration:
         return (self.path.parent / self.source).resolve().as_uri()
 
 
-@dataclass(frozen=True)
-class DeclarationSet:
-    """All declarations of a release, sorted by project and file name."""
+class DeclarationSummary(NamedTuple):
+    """What building a release needs of a declaration without reading it again: its place,
+    version and Requires-Python, the projects its dependencies name, and digests of its bytes."""
 
-    root: Path
-    declarations: tuple[Declaration, ...]
+    relpath: str
+    version: str  # the file name's version, normalised
+    requires_python: str | None
+    needs: tuple[str, ...]  # the normalized names its dependencies name, sorted
+    digest: bytes  # blake3 of the relpath, a NUL and the file's bytes: all that it declares
+    file_cid: bytes  # the file's binary CID, as `ipfs add --cid-version=1` gives it
+    file_tsize: int
+    content_id: str  # the wheel's CID as declared, in its canonical spelling
+
+    @property
+    def project(self) -> str:
+        return self.relpath.rsplit("/", 2)[-2]
+
+    @property
+    def filename(self) -> str:
+        """The wheel's file name."""
+        return self.relpath.rsplit("/", 1)[-1].removesuffix(".toml") + ".whl"
+
+
+# What says a file is unchanged since it was read: device, inode, size, mtime and ctime (ns).
+StatKey = tuple[int, int, int, int, int]
+
+
+def summarize(declaration: Declaration) -> DeclarationSummary:
+    """The summary of a parsed declaration."""
+    hasher = blake3.blake3(declaration.relpath.encode())
+    hasher.update(b"\0")
+    hasher.update(declaration.text)
+    builder = unixfs.FileBuilder()
+    builder.update(declaration.text)
+    file_cid, _, file_tsize = builder.finish()
+    needs = sorted({canonicalize_name(r.name) for r in declaration.dependencies})
+    return DeclarationSummary(
+        relpath=declaration.relpath,
+        version=sys.intern(str(declaration.version)),
+        requires_python=declaration.requires_python,
+        needs=tuple(sys.intern(name) for name in needs),
+        digest=hasher.digest(),
+        file_cid=bytes(file_cid),
+        file_tsize=file_tsize,
+        content_id=str(CID.parse(declaration.content_id)),
+    )
+
+
+class DeclarationSet:
+    """All declarations of a release, sorted by project and file name.
+
+    Summaries are at hand; a whole `Declaration` is parsed when first asked for (a cached
+    summary spares reading files a build does not need), and checked against its summary.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        summaries: tuple[DeclarationSummary, ...],
+        loaded: Mapping[str, Declaration] | None = None,
+    ) -> None:
+        self.root = root
+        self.summaries = summaries
+        self._loaded = dict(loaded or {})
+        self._by_project: Mapping[str, tuple[DeclarationSummary, ...]] | None = None
+
+    @property
+    def declarations(self) -> tuple[Declaration, ...]:
+        """Every declaration, parsed (in summary order)."""
+        return tuple(self.load(summary) for summary in self.summaries)
+
+    def load(self, summary: DeclarationSummary) -> Declaration:
+        """The whole declaration a summary stands for; DeclarationError if its file changed."""
+        declaration = self._loaded.get(summary.relpath)
+        if declaration is not None:
+            return declaration
+        path = self.root.joinpath(*summary.relpath.split("/"))
+        violations: list[Violation] = []
+        declaration = _load(path, self.root, violations)
+        if declaration is not None and summarize(declaration).digest != summary.digest:
+            violations.append(Violation(
+                Location(str(path)), DECLARATION,
+                "the file changed while ipwhl was using it, expected it to stay as it was "
+                "read; run the command again",
+            ))
+        if violations or declaration is None:
+            raise DeclarationError(violations)
+        self._loaded[summary.relpath] = declaration
+        return declaration
 
     def by_project(self) -> Mapping[str, tuple[Declaration, ...]]:
-        """The declarations grouped by normalized project name, in sorted order."""
-        grouped: dict[str, list[Declaration]] = {}
-        for declaration in self.declarations:
-            grouped.setdefault(declaration.project, []).append(declaration)
-        return MappingProxyType({name: tuple(group) for name, group in grouped.items()})
+        """The declarations grouped by normalized project name, in sorted order (all parsed)."""
+        return MappingProxyType({
+            name: tuple(self.load(summary) for summary in group)
+            for name, group in self.summaries_by_project().items()
+        })
+
+    def summaries_by_project(self) -> Mapping[str, tuple[DeclarationSummary, ...]]:
+        """The summaries grouped by normalized project name, in sorted order."""
+        if self._by_project is None:
+            grouped: dict[str, list[DeclarationSummary]] = {}
+            for summary in self.summaries:
+                grouped.setdefault(summary.project, []).append(summary)
+            self._by_project = MappingProxyType(
+                {name: tuple(group) for name, group in grouped.items()}
+            )
+        return self._by_project
 
 
 def prefix_of(project: str) -> str:
@@ -121,8 +226,12 @@ def load_declaration(path: Path, root: Path) -> Declaration:
     return declaration
 
 
-def load_declarations(root: Path) -> DeclarationSet:
-    """Read every declaration under `root`; raise DeclarationError with every problem."""
+def load_declarations(root: Path, cache: DeclarationCache | None = None) -> DeclarationSet:
+    """Read every declaration under `root`; raise DeclarationError with every problem.
+
+    With a `cache`, a file whose identity on disk (device, inode, size, mtime, ctime) is as
+    when it was last read is not read again: its summary comes from the cache.
+    """
     violations: list[Violation] = []
     if not root.is_dir():
         violations.append(
@@ -133,104 +242,154 @@ def load_declarations(root: Path) -> DeclarationSet:
             )
         )
         raise DeclarationError(violations)
-    declarations: list[Declaration] = []
-    for path in _declaration_files(root, violations):
-        declaration = _load(path, root, violations)
-        if declaration is not None:
-            declarations.append(declaration)
-    declarations.sort(key=lambda d: (d.project, d.filename, d.relpath))
-    violations.extend(_agreement(declarations))
+    started = clock.time_ns()
+    summaries: list[DeclarationSummary] = []
+    loaded: dict[str, Declaration] = {}
+    for found in _declaration_files(root, violations):
+        summary = None
+        if cache is not None and found.key is not None:
+            summary = cache.get(found.relpath, found.key)
+        if summary is None:
+            path = Path(found.path)
+            declaration = _load(path, root, violations, inside=found.key is not None)
+            if declaration is None:
+                continue
+            summary = summarize(declaration)
+            loaded[declaration.relpath] = declaration
+            if cache is not None and found.key is not None:
+                cache.put(summary, found.key, started)
+        summaries.append(summary)
+    summaries.sort(key=lambda s: (s.project, s.filename, s.relpath))
+    violations.extend(_agreement(root, summaries))
     if violations:
         raise DeclarationError(violations)
-    return DeclarationSet(root=root, declarations=tuple(declarations))
+    if cache is not None:
+        cache.save({summary.relpath for summary in summaries})
+    return DeclarationSet(root, tuple(summaries), loaded)
 
 
-def _declaration_files(root: Path, violations: list[Violation]) -> list[Path]:
+class _Found(NamedTuple):
+    relpath: str
+    path: str
+    key: StatKey | None  # None when a symlink is on the way: such files are read every time
+
+
+def _declaration_files(root: Path, violations: list[Violation]) -> Iterator[_Found]:
     """The candidate declaration files of both layouts; anything else is a violation."""
 
-    def report(path: Path, message: str) -> None:
-        violations.append(Violation(Location(str(path)), DECLARATION, message))
+    def report(path: str, message: str) -> None:
+        violations.append(Violation(Location(path), DECLARATION, message))
 
     real_root = root.resolve()
 
-    def entries(directory: Path) -> list[Path]:
+    def entries(directory: str) -> list[os.DirEntry[str]]:
         found = []
-        for entry in sorted(directory.iterdir()):
+        with os.scandir(directory) as listing:
+            candidates = sorted(listing, key=lambda entry: entry.name)
+        for entry in candidates:
             if entry.name.startswith("."):
                 continue
-            if entry.is_symlink() and not entry.resolve().is_relative_to(real_root):
-                report(
-                    entry,
-                    "symlink points outside the declarations directory, "
-                    "expected a file or directory inside it",
-                )
-                continue
+            if entry.is_symlink():
+                inside = _resolves_inside(Path(entry.path), real_root)
+                if inside is None:
+                    report(entry.path, "symlink loop, expected a file or directory")
+                    continue
+                if not inside:
+                    report(
+                        entry.path,
+                        "symlink points outside the declarations directory, "
+                        "expected a file or directory inside it",
+                    )
+                    continue
             found.append(entry)
         return found
 
-    def project_files(directory: Path) -> list[Path]:
-        files = []
-        for entry in entries(directory):
+    def project_files(directory: os.DirEntry[str], relpath: str, linked: bool) -> Iterator[_Found]:
+        for entry in entries(directory.path):
             if entry.is_dir():
-                report(entry, "unexpected directory, expected only <wheel-stem>.toml files here")
+                report(entry.path,
+                       "unexpected directory, expected only <wheel-stem>.toml files here")
             elif entry.name.endswith(".toml"):
-                files.append(entry)
+                key = None
+                if not linked and not entry.is_symlink():
+                    info = entry.stat(follow_symlinks=False)
+                    if stat.S_ISREG(info.st_mode):
+                        key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns,
+                               info.st_ctime_ns)
+                yield _Found(f"{relpath}/{entry.name}", entry.path, key)
             else:
-                report(entry, f"unexpected file, expected {_LAYOUT}")
-        return files
+                report(entry.path, f"unexpected file, expected {_LAYOUT}")
 
-    files: list[Path] = []
-    for entry in entries(root):
+    for entry in entries(str(root)):
         if not entry.is_dir():
-            report(entry, f"unexpected file, expected {_LAYOUT}")
+            report(entry.path, f"unexpected file, expected {_LAYOUT}")
             continue
+        linked = entry.is_symlink()
         # A two-hex-digit directory holding directories is a shard prefix; one
         # holding only files is a project whose name happens to look like one.
-        if _PREFIX.fullmatch(entry.name) and any(
-            child.is_dir() for child in entry.iterdir() if not child.name.startswith(".")
-        ):
-            for child in entries(entry):
+        if _PREFIX.fullmatch(entry.name) and _holds_directories(entry.path):
+            for child in entries(entry.path):
                 if child.is_dir():
-                    files.extend(project_files(child))
+                    yield from project_files(child, f"{entry.name}/{child.name}",
+                                             linked or child.is_symlink())
                 else:
-                    report(child, f"unexpected file, expected {_LAYOUT}")
+                    report(child.path, f"unexpected file, expected {_LAYOUT}")
         else:
-            files.extend(project_files(entry))
-    return files
+            yield from project_files(entry, entry.name, linked)
 
 
-def _agreement(declarations: list[Declaration]) -> list[Violation]:
+def _holds_directories(path: str) -> bool:
+    with os.scandir(path) as listing:
+        return any(entry.is_dir() for entry in listing if not entry.name.startswith("."))
+
+
+def _resolves_inside(path: Path, real_root: Path) -> bool | None:
+    """Whether `path`, symlinks followed, lies under `real_root`; None for a symlink loop."""
+    try:
+        return path.resolve().is_relative_to(real_root)
+    except (RuntimeError, OSError):  # a loop: RuntimeError on Python 3.11, OSError later
+        return None
+
+
+def _agreement(root: Path, summaries: list[DeclarationSummary]) -> list[Violation]:
     """Violations between files: a wheel declared twice, a project with two versions."""
+
+    def where(summary: DeclarationSummary) -> Location:
+        return Location(str(root.joinpath(*summary.relpath.split("/"))))
+
     violations = []
-    first_by_filename: dict[str, Declaration] = {}
-    by_project: dict[str, list[Declaration]] = {}
-    for declaration in declarations:
-        first = first_by_filename.setdefault(declaration.filename, declaration)
-        if first is not declaration:
+    first_by_filename: dict[str, DeclarationSummary] = {}
+    by_project: dict[str, list[DeclarationSummary]] = {}
+    for summary in summaries:
+        first = first_by_filename.setdefault(summary.filename, summary)
+        if first is not summary:
             violations.append(
                 Violation(
-                    Location(str(declaration.path)),
+                    where(summary),
                     DECLARATION,
-                    f"wheel {declaration.filename!r} is declared twice, also in {first.relpath}; "
+                    f"wheel {summary.filename!r} is declared twice, also in {first.relpath}; "
                     "expected one declaration per wheel",
                 )
             )
             continue
-        by_project.setdefault(declaration.project, []).append(declaration)
+        by_project.setdefault(summary.project, []).append(summary)
     for project, group in by_project.items():
+        if len(group) == 1:
+            continue
         # The version most wheels have is the project's; ties go to the first file.
+        versions = [Version(summary.version) for summary in group]
         counts: dict[Version, int] = {}
-        for declaration in group:
-            counts[declaration.version] = counts.get(declaration.version, 0) + 1
+        for found in versions:
+            counts[found] = counts.get(found, 0) + 1
         version = max(counts, key=lambda v: counts[v])
-        witness = next(d for d in group if d.version == version)
-        for declaration in group:
-            if declaration.version != version:
+        witness = group[versions.index(version)]
+        for summary, found in zip(group, versions, strict=True):
+            if found != version:
                 violations.append(
                     Violation(
-                        Location(str(declaration.path)),
+                        where(summary),
                         DECLARATION,
-                        f"{project} {declaration.version} differs from {project} {version} "
+                        f"{project} {found} differs from {project} {version} "
                         f"declared in {witness.relpath}, expected one version per project",
                     )
                 )
@@ -263,10 +422,14 @@ class _Reporter:
         return Location(str(self.path), *position)
 
 
-def _load(path: Path, root: Path, violations: list[Violation]) -> Declaration | None:
-    """Validate one declaration, appending its violations; None when it has any."""
+def _load(
+    path: Path, root: Path, violations: list[Violation], *, inside: bool = False
+) -> Declaration | None:
+    """Validate one declaration, appending its violations; None when it has any.
+
+    `inside`: the file was found under `root` with no symlink on the way."""
     report = _Reporter(path, violations)
-    placed = _place(path, root, report)
+    placed = _place(path, root, report, inside=inside)
     parsed = _parse(path, report)
     if parsed is None:
         return None
@@ -299,14 +462,20 @@ def _load(path: Path, root: Path, violations: list[Violation]) -> Declaration | 
     )
 
 
-def _place(path: Path, root: Path, report: _Reporter) -> tuple[str, str, WheelFilename] | None:
+def _place(
+    path: Path, root: Path, report: _Reporter, *, inside: bool = False
+) -> tuple[str, str, WheelFilename] | None:
     """Check where the file sits; return its relative path, project and wheel."""
     try:
         parts = path.relative_to(root).parts
     except ValueError:
         report.file(f"declaration is not under {root}, expected {_LAYOUT} inside it")
         return None
-    if not path.resolve().is_relative_to(root.resolve()):
+    inside = inside or _resolves_inside(path, root.resolve())
+    if inside is None:
+        report.file("symlink loop, expected a file")
+        return None
+    if not inside:
         report.file("symlink points outside the declarations directory, expected a file inside it")
         return None
     if len(parts) not in (2, 3) or not parts[-1].endswith(".toml"):
@@ -359,7 +528,7 @@ def _place(path: Path, root: Path, report: _Reporter) -> tuple[str, str, WheelFi
 def _parse(path: Path, report: _Reporter) -> tuple[dict[str, Any], bytes] | None:
     """Read and parse the file; on success the reporter knows the value positions."""
     try:
-        raw = path.read_bytes()
+        raw = tomlpos.read_document(path)
         data, report.positions = tomlpos.parse(raw)
     except OSError as error:
         report.file(f"cannot read the declaration ({error.strerror}), expected a readable file")

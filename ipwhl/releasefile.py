@@ -57,7 +57,7 @@ def load_release(path: Path, environ: Mapping[str, str] | None = None) -> Releas
         violations.append(Violation(Location(str(where), *position), SYNTAX, message))
 
     try:
-        text = path.read_bytes()
+        text = tomlpos.read_document(path)
         data, positions = tomlpos.parse(text)
     except OSError as error:
         report((1, 1), f"cannot read the release file ({error.strerror}), expected a TOML file")
@@ -153,7 +153,7 @@ def _supported(
     elif isinstance(value, str):
         supported_path = path.parent / value
         try:
-            content = supported_path.read_text(encoding="utf-8")
+            content = tomlpos.read_document(supported_path).decode("utf-8")
         except (OSError, UnicodeDecodeError) as error:
             reason = error.strerror if isinstance(error, OSError) else "it is not UTF-8"
             report(
@@ -198,7 +198,7 @@ def _keys(
     if value is None:
         return None
     try:
-        keys = (path.parent / value).read_bytes()
+        keys = tomlpos.read_document(path.parent / value)
         parse_public_keys(keys.decode("utf-8"), value)
     except (OSError, UnicodeDecodeError) as error:
         reason = error.strerror if isinstance(error, OSError) else "it is not UTF-8"

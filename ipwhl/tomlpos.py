@@ -11,19 +11,33 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import errno
+import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import tomli
 
-__all__ = ["InvalidToml", "KeyPositions", "Position", "Positions", "parse", "scan"]
+__all__ = [
+    "MAX_DOCUMENT_SIZE",
+    "InvalidToml",
+    "KeyPositions",
+    "Position",
+    "Positions",
+    "parse",
+    "read_document",
+    "scan",
+]
 
 Position = tuple[int, int]
 """A 1-based (line, column); columns count characters."""
 
 _BARE_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 _SCALAR_END = frozenset(",]}#\n\r")
+# Declarations and release files are a few hundred bytes; a cap keeps /dev/zero out of memory.
+MAX_DOCUMENT_SIZE = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -98,6 +112,9 @@ def parse(data: bytes) -> tuple[dict[str, Any], Positions]:
         ) from None
     try:
         parsed = tomli.loads(text)
+    except RecursionError as error:
+        # tomli refuses deep nesting with a RecursionError of its own; so does Python's stack.
+        raise InvalidToml(f"invalid TOML: {error}", 1, 1) from None
     except tomli.TOMLDecodeError as error:
         # lineno and colno exist since tomli 2.1; older ones only say it in the message.
         raise InvalidToml(
@@ -106,6 +123,22 @@ def parse(data: bytes) -> tuple[dict[str, Any], Positions]:
             getattr(error, "colno", None) or 1,
         ) from None
     return parsed, scan(text)
+
+
+def read_document(path: os.PathLike[str] | str, limit: int = MAX_DOCUMENT_SIZE) -> bytes:
+    """The bytes of a small regular file; OSError (with a strerror that says why) otherwise.
+
+    A FIFO, device or directory is refused without blocking, and so is a file over `limit`.
+    """
+    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        os.close(descriptor)
+        raise OSError(errno.EINVAL, "not a regular file", os.fspath(path))
+    with open(descriptor, "rb") as handle:
+        data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit} bytes", os.fspath(path))
+    return data
 
 
 def scan(text: str) -> Positions:

@@ -170,7 +170,7 @@ class ReleaseRecord:
         """Parse a record file; InvalidRecord unless it is a canonical, well-formed record."""
         try:
             values = tomli.loads(data.decode("utf-8"))
-        except (UnicodeDecodeError, tomli.TOMLDecodeError) as error:
+        except (UnicodeDecodeError, tomli.TOMLDecodeError, RecursionError) as error:
             raise InvalidRecord(f"{source} is not a release record: {error}", "record") from None
 
         def bad(problem: str) -> InvalidRecord:
@@ -221,7 +221,7 @@ def _loose_fields(data: bytes) -> dict[str, str] | None:
     """The fields of a (perhaps changed) record as text, without validating them."""
     try:
         values = tomli.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, tomli.TOMLDecodeError):
+    except (UnicodeDecodeError, tomli.TOMLDecodeError, RecursionError):
         return None
     fields = {}
     for key in _FIELDS:
@@ -366,7 +366,7 @@ def load_state(path: Path) -> dict[str, Accepted]:
         if data.get("format") != STATE_FORMAT:
             raise ValueError(f"format {data.get('format')!r}, expected {STATE_FORMAT}")
         return {name: Accepted.from_json(value) for name, value in data["releases"].items()}
-    except (ValueError, KeyError, TypeError, AttributeError) as error:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as error:
         raise IpwhlError(
             f"the trust state {path} is unreadable ({error}); move it aside to start again, "
             "which forgets every release accepted so far"

@@ -6,8 +6,10 @@ import base64
 import csv
 import email.parser
 import email.policy
+import errno
 import hashlib
 import io
+import lzma
 import re
 import zipfile
 import zlib
@@ -53,6 +55,19 @@ _RECORD_ALGORITHMS = frozenset(
     name for name in hashlib.algorithms_guaranteed if not name.startswith("shake_")
 ) - {"md5", "sha1"}
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
+# What zipfile raises for a malformed or unsupported archive: encrypted entries (RuntimeError),
+# bad bz2 streams (OSError without errno), seeks before the start (EINVAL), unknown versions.
+_ZIP_ERRORS = (
+    zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, NotImplementedError, RuntimeError,
+    ValueError, OSError,
+)
+
+
+def _malformed(exc: BaseException) -> bool:
+    """Whether `exc`, raised while reading an archive, is the archive's fault (not the disk's)."""
+    if isinstance(exc, OSError) and not isinstance(exc, zipfile.BadZipFile):
+        return exc.errno in {None, errno.EINVAL}
+    return True
 
 
 class InvalidWheel(IpwhlError):
@@ -113,6 +128,12 @@ def parse_wheel_filename(filename: str) -> WheelFilename:
     """Split a wheel file name into its parts; raise InvalidWheelFilename if it is not one."""
     if "/" in filename or "\\" in filename:
         raise InvalidWheelFilename(filename, [f"a file name has no directories; {_FILENAME_FORM}"])
+    if not (filename.isascii() and filename.isprintable()):
+        # Surrogates (file names that are not UTF-8) and controls have no place in a URL or
+        # a page; PEP 427 names are ASCII.
+        raise InvalidWheelFilename(
+            filename, [f"a wheel file name is printable ASCII; {_FILENAME_FORM}"]
+        )
     try:
         project, version, build, tags = packaging.utils.parse_wheel_filename(filename)
     except ValueError as exc:
@@ -189,7 +210,9 @@ def _entry_problems(names: Sequence[str]) -> list[str]:
         if count > 1
     ]
     for name in dict.fromkeys(names):
-        if name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name):
+        if not name:
+            problems.append("an entry has an empty name")
+        elif name.startswith(("/", "\\")) or re.match(r"[A-Za-z]:", name):
             problems.append(f"{name!r} is an absolute path; entries must be relative")
         elif ".." in re.split(r"[/\\]", name):
             problems.append(f"{name!r} has a '..' component; entries must stay inside the wheel")
@@ -241,7 +264,9 @@ def _read_member(
     try:
         with archive.open(info) as member:
             data = member.read(limit + 1)
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+    except _ZIP_ERRORS as exc:
+        if not _malformed(exc):
+            raise
         problems.append(f"{name} cannot be read: {exc}")
         return None
     if len(data) > limit:
@@ -314,10 +339,13 @@ def inspect_wheel(path: Path, filename: str | None = None) -> WheelInfo:
     """
     wheel = parse_wheel_filename(path.name if filename is None else filename)
     try:
-        with zipfile.ZipFile(path) as archive:
-            return _inspect(archive, wheel)
-    except zipfile.BadZipFile as exc:
+        archive = zipfile.ZipFile(path)
+    except _ZIP_ERRORS as exc:
+        if not _malformed(exc):
+            raise
         raise InvalidWheel(wheel.filename, [f"not a zip archive ({exc})"]) from exc
+    with archive:
+        return _inspect(archive, wheel)
 
 
 def _inspect(archive: zipfile.ZipFile, wheel: WheelFilename) -> WheelInfo:
@@ -382,10 +410,13 @@ def _record_digest(archive: zipfile.ZipFile, info: zipfile.ZipInfo, algorithm: s
 def verify_record(path: Path) -> list[str]:
     """Every way the wheel's RECORD disagrees with its entries (hash, size, listing); [] if none."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            return _verify_record(archive)
-    except zipfile.BadZipFile as exc:
+        archive = zipfile.ZipFile(path)
+    except _ZIP_ERRORS as exc:
+        if not _malformed(exc):
+            raise
         return [f"not a zip archive ({exc})"]
+    with archive:
+        return _verify_record(archive)
 
 
 def _verify_record(archive: zipfile.ZipFile) -> list[str]:
@@ -416,7 +447,10 @@ def _verify_record(archive: zipfile.ZipFile) -> list[str]:
             problems.append(f"{record_name} lists {entry!r} more than once")
         recorded[entry] = (hash_value, size)
 
-    infos = {info.filename: info for info in archive.infolist() if not info.is_dir()}
+    # An empty name is no directory (ZipInfo.is_dir would fail on it); it is simply unlisted.
+    infos = {
+        info.filename: info for info in archive.infolist() if not info.filename.endswith("/")
+    }
     for entry in infos.keys() - recorded.keys() - unhashed:
         problems.append(f"{entry!r} is in the archive but not in {record_name}")
     for entry in recorded.keys() - infos.keys():
@@ -441,7 +475,9 @@ def _verify_record(archive: zipfile.ZipFile) -> list[str]:
             )
         try:
             actual = _record_digest(archive, info, algorithm)
-        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as exc:
+        except _ZIP_ERRORS as exc:
+            if not _malformed(exc):
+                raise
             problems.append(f"{entry!r} cannot be read: {exc}")
             continue
         if actual != expected:
