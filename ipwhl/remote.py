@@ -11,8 +11,11 @@ under it. What arrived stays when a run fails, and the next run fetches only wha
 
 from __future__ import annotations
 
+import contextlib
 import http.client
+import itertools
 import os
+import socket
 import sys
 import threading
 import time
@@ -47,6 +50,9 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MAX_REDIRECTS = 5
 # A gateway that fails this many requests in a row (network errors, 5xx) is given up on.
 _GIVE_UP_AFTER = 8
+# One block (at most 2 MiB) must arrive whole within this many seconds, however the gateway
+# paces its bytes: a socket timeout alone never ends a response that drips a byte at a time.
+_BLOCK_DEADLINE = 120.0
 
 
 @dataclass(frozen=True)
@@ -151,11 +157,51 @@ class _Connections(threading.local):
         self.open: dict[tuple[str, str], http.client.HTTPConnection] = {}
 
 
+class _Watchdog:
+    """Shuts down the socket of a request that runs past its deadline, wherever it is blocked."""
+
+    def __init__(self) -> None:
+        self.armed: dict[int, tuple[float, socket.socket]] = {}
+        self.tokens = itertools.count()
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def arm(self, sock: socket.socket, ends: float) -> int:
+        with self.lock:
+            if self.thread is None:
+                self.thread = threading.Thread(
+                    target=self._run, name="ipwhl-fetch-deadline", daemon=True
+                )
+                self.thread.start()
+            token = next(self.tokens)
+            self.armed[token] = (ends, sock)
+        return token
+
+    def disarm(self, token: int) -> None:
+        with self.lock:
+            self.armed.pop(token, None)
+
+    def _run(self) -> None:
+        while not self.stopped.wait(0.1):
+            now = time.monotonic()
+            with self.lock:
+                for token in [t for t, (ends, _) in self.armed.items() if ends <= now]:
+                    _, sock = self.armed.pop(token)
+                    with contextlib.suppress(OSError):
+                        sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self.stopped.set()
+
+
 class _Client:
     """GET requests over per-thread keep-alive connections; `close` ends all of them."""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, deadline: float = _BLOCK_DEADLINE) -> None:
         self.timeout = timeout
+        self.deadline = deadline
+        self.watchdog = _Watchdog()
         self.connections = _Connections()
         self.every: list[http.client.HTTPConnection] = []
         self.lock = threading.Lock()
@@ -179,6 +225,7 @@ class _Client:
             connection.close()
 
     def close(self) -> None:
+        self.watchdog.close()
         with self.lock:
             for connection in self.every:
                 connection.close()
@@ -187,11 +234,18 @@ class _Client:
     def get_block(self, base: str, cid: CID) -> bytes:
         """The bytes a gateway sends for block `cid`, not yet checked; _Failed otherwise."""
         url = f"{base}/ipfs/{cid}?format=raw"
+        ends = time.monotonic() + self.deadline
         for _ in range(_MAX_REDIRECTS + 1):
             parts = urllib.parse.urlsplit(url)
+            if parts.scheme not in {"http", "https"}:
+                raise _Failed(f"redirects to {url}, which is not an http(s) URL", retry=False)
             target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
             connection = self._connection(parts)
+            token = None
             try:
+                if connection.sock is None:
+                    connection.connect()
+                token = self.watchdog.arm(connection.sock, ends)
                 connection.request(
                     "GET", target, headers={"Accept": _RAW_BLOCK, "User-Agent": USER_AGENT}
                 )
@@ -214,14 +268,25 @@ class _Client:
                     raise _Failed("sends more than 2 MiB for one block", retry=False)
                 if response.length:  # http.client returns a body cut short without complaint
                     self._drop(parts)
-                    raise _Failed(f"connection closed after {len(data)} bytes", retry=True)
+                    raise _Failed(self._cut_short(ends, len(data)), retry=True)
                 if response.will_close:
                     self._drop(parts)
                 return data
             except (OSError, http.client.HTTPException) as exc:
                 self._drop(parts)
-                raise _Failed(_describe(exc), retry=True) from None
+                raise _Failed(self._cut_short(ends, exc), retry=True) from None
+            finally:
+                if token is not None:
+                    self.watchdog.disarm(token)
         raise _Failed(f"more than {_MAX_REDIRECTS} redirects", retry=False)
+
+    def _cut_short(self, ends: float, what: int | BaseException) -> str:
+        """Why a request ended early: the deadline (the watchdog cut it), else what happened."""
+        if time.monotonic() >= ends:
+            return f"no whole block within {self.deadline:g} s"
+        if isinstance(what, int):
+            return f"connection closed after {what} bytes"
+        return _describe(what)
 
 
 def _describe(exc: BaseException) -> str:
@@ -252,12 +317,17 @@ class _Visited:
 
 class _Fetcher:
     def __init__(
-        self, store: Store, gateways: list[_Gateway], timeout: float, retries: int
+        self,
+        store: Store,
+        gateways: list[_Gateway],
+        timeout: float,
+        retries: int,
+        deadline: float = _BLOCK_DEADLINE,
     ) -> None:
         self.store = store
         self.gateways = gateways
         self.retries = retries
-        self.client = _Client(timeout)
+        self.client = _Client(timeout, deadline)
 
     def visit(self, cid: CID) -> _Visited:
         state = _complete_here(self.store, cid)
@@ -319,18 +389,19 @@ def fetch_dag(
     workers: int = 8,
     timeout: float = 30.0,
     retries: int = 3,
+    deadline: float = _BLOCK_DEADLINE,
 ) -> FetchStats:
     """Bring the whole DAG under `cid` into the store from trustless gateways `urls` (tried in
     order), verifying every block; FetchError naming what is missing if it cannot.
 
     Blocks already in the store are not fetched again, so after a failure the same call
-    resumes where the last one stopped.
+    resumes where the last one stopped. Each block must arrive within `deadline` seconds.
     """
     gateways = [_Gateway(gateway_base(url)) for url in urls]
     if not gateways:
         raise FetchError(f"no gateway to fetch {cid} from: pass --from URL or set {GATEWAYS_ENV}")
     workers = max(1, workers)
-    fetcher = _Fetcher(store, gateways, timeout, retries)
+    fetcher = _Fetcher(store, gateways, timeout, retries, deadline)
     stats = FetchStats()
     scheduled = {cid}
     todo = [cid]  # a stack: depth first, so subtrees finish (and are stored) early
@@ -415,14 +486,19 @@ def ensure_dag(
 ) -> FetchStats | None:
     """Make sure the whole DAG under `cid` is in the store, fetching what is missing from
     `urls`; None if nothing was needed, NotFound if something is missing and no URL is given."""
+    if store.known_whole(cid):
+        return None
     if not missing_blocks(store, cid):
+        store.mark_whole(cid)
         return None
     if not urls:
         raise NotFound(
             f"{cid} is not (wholly) in the store {store.root}; fetch it with --from URL "
             f"(a trustless gateway, such as https://ipfs.io) or set {GATEWAYS_ENV}"
         )
-    return fetch_dag(store, cid, urls, progress=progress)
+    stats = fetch_dag(store, cid, urls, progress=progress)
+    store.mark_whole(cid)
+    return stats
 
 
 class FetchProgress:
