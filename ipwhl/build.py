@@ -453,6 +453,7 @@ def build_release(
         root = CID.parse(record["cid"])
         keys = {*record["keys"], *realiser.used, release.key}
         store.add_root(plan.spec.name, sequence, root, keys)
+        store.mark_whole(root)  # so an overlay on top of it need not walk it first
     return BuildResult(root, plan.spec.name, sequence, previous, realiser)
 
 

@@ -47,7 +47,7 @@ STORE_FORMAT = "1"
 _READ_SIZE = 1 << 20
 _FOLDERS = ("objects", "layouts", "blocks", "records", "roots", "tmp")
 _OWN_NAMES = frozenset(
-    {*_FOLDERS, "FORMAT", ".gitkeep", "sources", "signatures", "LOCK", "GENERATION"}
+    {*_FOLDERS, "FORMAT", ".gitkeep", "sources", "signatures", "whole", "LOCK", "GENERATION"}
 )
 # Disk full or over quota: the store cannot take more, whatever was being written.
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
@@ -601,6 +601,23 @@ class Store:
             return (self.root / "GENERATION").read_text().strip()
         except FileNotFoundError:
             return "0"
+
+    def _whole_path(self, cid: CID) -> Path:
+        # Beside the content folders, not in them: a marker is not content, gc need not keep
+        # it, and a stale one (an older generation) means nothing.
+        name = str(cid)
+        return self.root / "whole" / _shard(name) / name
+
+    def mark_whole(self, cid: CID) -> None:
+        """Note that every block of the DAG under `cid` is in the store (until a deletion)."""
+        self._write_atomic(self._whole_path(cid), self.generation().encode())
+
+    def known_whole(self, cid: CID) -> bool:
+        """Whether `mark_whole(cid)` was said since the last deletion: no walk needed."""
+        try:
+            return self._whole_path(cid).read_bytes().decode() == self.generation()
+        except (FileNotFoundError, UnicodeDecodeError):
+            return False
 
     def bump_generation(self) -> None:
         """Say that something may be gone from the store (see `generation`)."""
