@@ -75,7 +75,24 @@ def from_wheels(folders: list[Path], out: Path, limit: int) -> tuple[Path, int, 
         ))
         written[canonicalize_name(project)] = declaration
     release = _write_release(out, "bench")
-    # Drop what is not closed (missing dependencies, extras' needs) until all that is left is.
+    _close(release, written)
+    keep = sorted(written)[:limit] if len(written) > limit else sorted(written)
+    for project in set(written) - set(keep):
+        shutil.rmtree(pkgs / project)
+        written.pop(project)
+    _close(release, written)  # the cut may have taken a dependency away
+    keep = sorted(written)
+    total = 0
+    for project in keep:
+        for declaration in (pkgs / project).glob("*.toml"):
+            source = declaration.read_text().split('"')[1]
+            total += Path(source.removeprefix("file://")).stat().st_size
+    return release, len(keep), total
+
+
+def _close(release: Path, written: dict[str, Path]) -> None:
+    """Drop what is not closed (missing dependencies, extras' needs) until all that is left is."""
+    pkgs = release.parent / "pkgs"
     while True:
         try:
             spec = load_release(release)
@@ -85,19 +102,10 @@ def from_wheels(folders: list[Path], out: Path, limit: int) -> tuple[Path, int, 
         else:
             bad = {p.project for p in plan.projects if plan.declared_findings(p)}
         if not bad:
-            break
+            return
         for project in bad:
             shutil.rmtree(pkgs / project, ignore_errors=True)
             written.pop(project, None)
-    keep = sorted(written)[:limit] if len(written) > limit else sorted(written)
-    for project in set(written) - set(keep):
-        shutil.rmtree(pkgs / project)
-    total = 0
-    for project in keep:
-        for declaration in (pkgs / project).glob("*.toml"):
-            source = declaration.read_text().split('"')[1]
-            total += Path(source.removeprefix("file://")).stat().st_size
-    return release, len(keep), total
 
 
 def tiny(out: Path, count: int, wheels_dir: Path | None = None) -> Path:
