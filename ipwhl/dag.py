@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +22,9 @@ __all__ = [
     "walk_files",
     "write_out",
 ]
+
+
+BlockGetter = Callable[[CID], bytes]
 
 
 class InvalidPath(IpwhlError, ValueError):
@@ -58,27 +61,33 @@ def split_path(text: str) -> tuple[CID, list[str]]:
     return root, segments
 
 
-def node(store: Store, cid: CID) -> Node:
-    """What `cid` is in the store: a directory or a file, and a file's size."""
+def node(store: Store, cid: CID, get_block: BlockGetter | None = None) -> Node:
+    """What `cid` is in the store: a directory or a file, and a file's size.
+
+    `get_block` (default: the store's) reads dag-pb blocks, so a caller may cache them."""
     layout = store.get_layout(cid)
     if layout is not None:
         return Node(cid, False, layout.size)
-    kind = unixfs.node_kind(cid, store.get_block)
+    get_block = get_block or store.get_block
+    kind = unixfs.node_kind(cid, get_block)
     if kind in {"directory", "hamt"}:
         return Node(cid, True, 0)
-    return Node(cid, False, unixfs.file_size(cid, store.get_block))
+    return Node(cid, False, unixfs.file_size(cid, get_block))
 
 
-def resolve(store: Store, root: CID, segments: list[str]) -> Node:
+def resolve(
+    store: Store, root: CID, segments: list[str], get_block: BlockGetter | None = None
+) -> Node:
     """Follow `segments` from `root` (through HAMTs without listing them); NotFound if absent."""
+    get_block = get_block or store.get_block
     cid = root
     for depth, name in enumerate(segments):
-        link = unixfs.lookup(cid, name, store.get_block)
+        link = unixfs.lookup(cid, name, get_block)
         if link is None:
             where = "/".join(segments[: depth + 1])
             raise NotFound(f"{root}/{where} does not exist")
         cid = link.cid
-    return node(store, cid)
+    return node(store, cid, get_block)
 
 
 def list_dir(store: Store, cid: CID) -> list[unixfs.Link]:
@@ -125,7 +134,12 @@ def write_out(store: Store, cid: CID, out: Path) -> int:
 
 def _write_file(store: Store, cid: CID, out: Path) -> None:
     temp = out.with_name(f".{out.name}.ipwhl-part")
-    with open(temp, "wb") as handle:
-        for chunk in iter_bytes(store, cid):
-            handle.write(chunk)
+    try:
+        with open(temp, "wb") as handle:
+            for chunk in iter_bytes(store, cid):
+                handle.write(chunk)
+    except BaseException:
+        # A corrupt or missing block stops the copy: leave no half file behind.
+        temp.unlink(missing_ok=True)
+        raise
     os.replace(temp, out)

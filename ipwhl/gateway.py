@@ -2,8 +2,11 @@
 or `?format=car` (or the matching Accept) a trustless gateway: blocks and CARs a client verifies.
 
 One asyncio event loop serves every connection; h11 parses and frames HTTP/1.1. Store reads
-(path resolution, one verified leaf of at most 256 KiB at a time) run on a few worker threads,
-so a cold disk or a slow first look-up never stalls the other clients. Every resource a client
+(path resolution, about 1 MiB of verified leaves at a time) run on a few worker threads, so a
+cold disk or a slow first look-up never stalls the other clients. Content under a CID never
+changes, so resolved paths, directory blocks and small files (pages, METADATA) are kept in
+bounded LRU caches once read and verified; a request the caches answer whole is answered on
+the event loop, with no trip to a thread. Every resource a client
 can hold is bounded: header bytes, time to send a request or take a response, the number of
 connections, and memory (bodies are streamed leaf by leaf and wait for the socket to drain).
 Bytes leave only after their block has been checked against its CID; if a block turns out
@@ -23,11 +26,13 @@ import re
 import signal
 import sys
 import threading
+import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 import h11
 
@@ -53,6 +58,14 @@ _MAX_HEADER_BYTES = 16 * 1024
 # A request body (GET has none in practice) is read and dropped up to this size, else we hang up.
 _MAX_DISCARDED_BODY = 64 * 1024
 _WORKERS = 8
+# Caches (see _Lru). Immutable content makes every entry correct for as long as it is kept.
+_NODE_ENTRIES = 16384  # resolved (root CID, path) -> node
+_BLOCK_CACHE_BYTES = 32 << 20  # verified blocks read while resolving (directories, HAMT shards)
+_CACHED_BLOCK = 1 << 20  # the largest block the block cache keeps
+_SMALL_FILE = 256 * 1024  # files up to this size are kept whole once read (pages, METADATA)
+_SMALL_CACHE_BYTES = 64 << 20
+# A large body is read this much per trip to a worker thread.
+_BODY_PIECE = 1 << 20
 # Over the connection cap a client gets its 503 and this long to read it before we hang up.
 _REFUSAL_GRACE = 1.0
 
@@ -122,6 +135,46 @@ class _Reply:
 
 class _Unsatisfiable(Exception):
     pass
+
+
+class _NeedsStore(Exception):
+    """An answer asked for on the event loop needs a store read: ask again on a worker thread."""
+
+
+_K = TypeVar("_K", bound=Hashable)
+_V = TypeVar("_V")
+
+
+class _Lru(Generic[_K, _V]):
+    """A thread-safe least-recently-used map, bounded by the summed weight of its values."""
+
+    def __init__(self, capacity: int, weight: Callable[[_V], int] = lambda _: 1) -> None:
+        self._capacity = capacity
+        self._weight = weight
+        self._total = 0
+        self._items: OrderedDict[_K, _V] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: _K) -> _V | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: _K, value: _V) -> None:
+        size = self._weight(value)
+        if size > self._capacity:
+            return
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._total -= self._weight(old)
+            self._items[key] = value
+            self._total += size
+            while self._total > self._capacity:
+                _, dropped = self._items.popitem(last=False)
+                self._total -= self._weight(dropped)
 
 
 class _BadRequest(ValueError):
@@ -223,8 +276,13 @@ class _Answerer:
 
     def __init__(self, store: Store) -> None:
         self.store = store
+        self._nodes: _Lru[tuple[CID, tuple[str, ...]], dag.Node] = _Lru(_NODE_ENTRIES)
+        self._blocks: _Lru[CID, bytes] = _Lru(_BLOCK_CACHE_BYTES, len)
+        self._small: _Lru[CID, bytes] = _Lru(_SMALL_CACHE_BYTES, len)
 
-    def answer(self, request: _Request) -> _Reply:
+    def answer(self, request: _Request, *, inline: bool = False) -> _Reply:
+        """The reply to `request`. With `inline` (on the event loop) it is made from the caches
+        alone, and _NeedsStore is raised the moment a store read would be needed."""
         if request.method not in {"GET", "HEAD"}:
             return _text_reply(
                 405, f"method {request.method} is not allowed", ("Allow", "GET, HEAD")
@@ -234,7 +292,9 @@ class _Answerer:
         if not request.path.startswith("/ipfs/"):
             return _text_reply(404, f"{request.path} is not served here; paths start /ipfs/<cid>/")
         try:
-            return self._ipfs(request)
+            return self._ipfs(request, inline)
+        except _NeedsStore:
+            raise
         except (dag.InvalidPath, _BadRequest) as exc:
             return _text_reply(400, f"bad path: {exc}")
         except _NotAcceptable as exc:
@@ -248,7 +308,7 @@ class _Answerer:
             logger.exception("internal error answering %s", request.path)
             return _text_reply(500, "internal error")
 
-    def _ipfs(self, request: _Request) -> _Reply:
+    def _ipfs(self, request: _Request, inline: bool) -> _Reply:
         path = request.path
         if _BAD_PERCENT.search(path):
             raise _BadRequest("malformed percent-encoding")
@@ -259,25 +319,50 @@ class _Answerer:
                 raise _BadRequest("percent-encoded bytes are not UTF-8") from None
         root, segments = dag.split_path(path[len("/ipfs/") :])
         cache_control = (request.header("cache-control") or "").lower()
-        if "only-if-cached" in cache_control and not _have_block(self.store, root):
-            return _text_reply(412, f"{root} is not in this gateway's store")
+        if "only-if-cached" in cache_control:
+            if inline:
+                raise _NeedsStore
+            if not _have_block(self.store, root):
+                return _text_reply(412, f"{root} is not in this gateway's store")
         trustless = _trustless_format(request)
         if trustless is not None:
+            if inline:
+                raise _NeedsStore
             return self._trustless(request, root, segments, trustless)
-        target = dag.resolve(self.store, root, segments)
+        target = self._resolve(root, segments, inline)
         common = [("X-Ipfs-Path", path), ("Cache-Control", _IMMUTABLE), ("Vary", "Accept")]
         if target.is_dir:
             if not path.endswith("/"):
                 location = path + "/" + (f"?{request.query}" if request.query else "")
                 return _text_reply(301, f"moved to {location}", ("Location", location), *common)
             try:
-                index = dag.resolve(self.store, target.cid, ["index.html"])
+                index = self._resolve(target.cid, ["index.html"], inline)
             except NotFound:
                 index = None
             if index is None or index.is_dir:
+                if inline:
+                    raise _NeedsStore
                 return self._listing(request, target.cid, common)
-            return self._file(request, index, "index.html", common)
-        return self._file(request, target, segments[-1] if segments else "", common)
+            return self._file(request, index, "index.html", common, inline)
+        return self._file(request, target, segments[-1] if segments else "", common, inline)
+
+    def _resolve(self, root: CID, segments: list[str], inline: bool) -> dag.Node:
+        key = (root, tuple(segments))
+        found = self._nodes.get(key)
+        if found is None:
+            if inline:
+                raise _NeedsStore
+            found = dag.resolve(self.store, root, segments, self._get_block)
+            self._nodes.put(key, found)
+        return found
+
+    def _get_block(self, cid: CID) -> bytes:
+        data = self._blocks.get(cid)
+        if data is None:
+            data = self.store.get_block(cid)  # verified against its CID
+            if len(data) <= _CACHED_BLOCK:
+                self._blocks.put(cid, data)
+        return data
 
     def _listing(self, request: _Request, cid: CID, common: list[tuple[str, str]]) -> _Reply:
         # A generated page is not in the DAG and may change with ipwhl, so its tag names both.
@@ -295,7 +380,12 @@ class _Answerer:
         )
 
     def _file(
-        self, request: _Request, node: dag.Node, name: str, common: list[tuple[str, str]]
+        self,
+        request: _Request,
+        node: dag.Node,
+        name: str,
+        common: list[tuple[str, str]],
+        inline: bool = False,
     ) -> _Reply:
         etag = f'"{node.cid}"'
         headers = [("ETag", etag), *common]
@@ -326,6 +416,17 @@ class _Answerer:
         reply = _Reply(status, headers, length=end - start)
         if request.method == "HEAD" or end == start:
             return reply
+        if size <= _SMALL_FILE:
+            data = self._small.get(node.cid)
+            if data is None:
+                if inline:
+                    raise _NeedsStore
+                data = b"".join(dag.iter_bytes(self.store, node.cid))  # verified leaf by leaf
+                self._small.put(node.cid, data)
+            reply.first = data[start:end]
+            return reply
+        if inline:
+            raise _NeedsStore
         # Read the first leaf now: a missing or corrupt one still gets an honest status line.
         chunks = dag.iter_bytes(self.store, node.cid, start, end)
         reply.first = _next_chunk(chunks)
@@ -402,6 +503,19 @@ class _Answerer:
 def _next_chunk(chunks: Iterator[bytes]) -> bytes:
     """The next non-empty piece of a body, b"" at its end."""
     return next((chunk for chunk in chunks if chunk), b"")
+
+
+def _next_pieces(chunks: Iterator[bytes]) -> list[bytes]:
+    """The next pieces of a body, about _BODY_PIECE bytes together; [] at its end."""
+    pieces: list[bytes] = []
+    size = 0
+    for chunk in chunks:
+        if chunk:
+            pieces.append(chunk)
+            size += len(chunk)
+            if size >= _BODY_PIECE:
+                break
+    return pieces
 
 
 # --- trustless responses (application/vnd.ipld.raw and application/vnd.ipld.car) ---------------
@@ -566,7 +680,13 @@ class _Connection:
             if request is None:
                 await self._send_final(400, "bad request target")
                 return
-            reply = await self.gateway._run(self.gateway._answerer.answer, request)
+            if "content-length" in request.headers and "transfer-encoding" in request.headers:
+                # Two framings: a proxy in front may have read another body (request smuggling).
+                await self._send_final(400, "both Content-Length and Transfer-Encoding")
+                return
+            reply = self.gateway._answer_inline(request)
+            if reply is None:
+                reply = await self.gateway._run(self.gateway._answerer.answer, request)
             access_log.info("%s %s %d", request.method, request.path, reply.status)
             if not await self._send_reply(reply, head=request.method == "HEAD"):
                 return
@@ -594,20 +714,24 @@ class _Connection:
 
     async def _send_reply(self, reply: _Reply, *, head: bool) -> bool:
         """Send `reply`; True if the body went out whole, False if the connection must end."""
-        response = _response(reply)
-        self.writer.write(self.http.send(response))  # type: ignore[arg-type]
+        # Head, body and end go out in one write when the body is in hand (a small file).
+        out = [self.http.send(_response(reply))]
         sent = 0
         if not head and reply.status not in {204, 304}:
-            chunk = reply.first
-            while chunk:
-                if reply.length is not None and sent + len(chunk) > reply.length:
+            pieces = [reply.first] if reply.first else []
+            while pieces:
+                size = sum(len(piece) for piece in pieces)
+                if reply.length is not None and sent + size > reply.length:
                     return self._abort(f"body longer than its Content-Length {reply.length}")
-                sent += len(chunk)
-                await self._write(self.http.send_with_data_passthrough(h11.Data(data=chunk)))
+                sent += size
+                for piece in pieces:
+                    out += self.http.send_with_data_passthrough(h11.Data(data=piece))
                 if reply.rest is None:
                     break
+                await self._write(out)  # type: ignore[arg-type]
+                out = []
                 try:
-                    chunk = await self.gateway._run(_next_chunk, reply.rest)
+                    pieces = await self.gateway._run(_next_pieces, reply.rest)
                 except IntegrityError as exc:
                     return self._abort(f"corrupt block while streaming: {exc}")
                 except Exception as exc:
@@ -615,7 +739,8 @@ class _Connection:
                     return self._abort(str(exc))
             if reply.length is not None and sent != reply.length:
                 return self._abort(f"body of {sent} bytes, Content-Length said {reply.length}")
-        await self._write(self.http.send(h11.EndOfMessage()))  # type: ignore[arg-type]
+        out.append(self.http.send(h11.EndOfMessage()))  # type: ignore[arg-type]
+        await self._write(out)  # type: ignore[arg-type]
         return True
 
     def _abort(self, why: str) -> bool:
@@ -645,8 +770,20 @@ class _Connection:
         return False
 
 
+_date: tuple[int, str] = (0, "")
+
+
+def _http_date() -> str:
+    # Formatting the date costs more than the rest of a small reply's head: once a second.
+    global _date
+    now = int(time.time())
+    if _date[0] != now:
+        _date = (now, email.utils.formatdate(now, usegmt=True))
+    return _date[1]
+
+
 def _response(reply: _Reply) -> h11.Response:
-    headers = [("Date", email.utils.formatdate(usegmt=True)), ("Server", _SERVER), *reply.headers]
+    headers = [("Date", _http_date()), ("Server", _SERVER), *reply.headers]
     if not reply.keep_alive:
         headers.append(("Connection", "close"))
     return h11.Response(
@@ -665,7 +802,10 @@ def _request(event: h11.Request) -> _Request | None:
         return None
     if not target.startswith("/"):
         # Absolute-form ("http://host/path") is what proxies send; HTTP/1.1 servers accept it.
-        parts = urllib.parse.urlsplit(target)
+        try:
+            parts = urllib.parse.urlsplit(target)
+        except ValueError:  # "http://[::1" and the like
+            return None
         if parts.scheme not in {"http", "https"}:
             return None if target != "*" else _Request(event.method.decode(), "*", "", {})
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
@@ -731,6 +871,13 @@ class Gateway:
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+
+    def _answer_inline(self, request: _Request) -> _Reply | None:
+        """The reply, if the caches hold all it needs (no store read on the event loop)."""
+        try:
+            return self._answerer.answer(request, inline=True)
+        except _NeedsStore:
+            return None
 
     async def _run(self, function: Callable[..., _T], *args: object) -> _T:
         # Measured: hashing a 256 KiB leaf off the loop (sha256 drops the GIL) serves large

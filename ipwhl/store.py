@@ -445,7 +445,12 @@ class Store:
             raw = self._read(self.layout_path(root))
         except FileNotFoundError:
             return None
-        return Layout.from_record(msgpack.unpackb(raw))
+        try:
+            return Layout.from_record(msgpack.unpackb(raw))
+        except (ValueError, TypeError, KeyError, msgpack.UnpackException):
+            raise IntegrityError(
+                f"layout {root} in the store is unreadable; run `ipwhl store verify`"
+            ) from None
 
     def iter_layout(
         self, layout: Layout, start: int = 0, end: int | None = None

@@ -1,0 +1,266 @@
+"""A damaged store: a byte flipped on disk, a file that became a directory or a dangling
+symlink, an unreadable layout, a disk that answers EIO. `get`, `export`, `import` and `serve`
+never hand out wrong bytes: each stops with an error that names the damage (and `store verify`),
+leaving no half-written output behind."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.client import IncompleteRead
+from pathlib import Path
+
+import pytest
+
+from ipwhl import car, cli
+from ipwhl.build import build_release, load_plan
+from ipwhl.cid import CID, DAG_PB, RAW
+from ipwhl.gateway import running
+from ipwhl.store import Store
+from tests.releasefactory import Project, write_release
+
+WHEEL = "demo-1.0-py3-none-any.whl"
+
+
+@dataclass
+class Built:
+    store: Store
+    root: CID
+    wheel: bytes
+    base: Path
+
+    @property
+    def object_path(self) -> Path:
+        return self.store.object_path(hashlib.sha256(self.wheel).hexdigest())
+
+
+@pytest.fixture
+def built(tmp_path: Path) -> Built:
+    text = "".join(f"line_{i} = {i}\n" for i in range(40_000))  # a wheel of a few leaves
+    spec = write_release(tmp_path, [Project("demo", "1.0", modules={"demo/__init__.py": text})])
+    store = Store(tmp_path / "store").open()
+    root = build_release(store, load_plan(spec.path)).root
+    return Built(store, root, spec.wheels[WHEEL].read_bytes(), tmp_path)
+
+
+def ipwhl(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    """Run the CLI in this process; (exit code, stderr). A traceback fails the test."""
+    code = cli.main(list(argv))
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "internal error" not in err, err
+    return code, err
+
+
+def flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset % len(data)] ^= 0x01
+    os.chmod(path, 0o644)
+    path.write_bytes(bytes(data))
+
+
+def leftovers(folder: Path) -> list[str]:
+    return [p.name for p in folder.rglob("*") if p.name.endswith(".ipwhl-part")]
+
+
+# --- a flipped byte ------------------------------------------------------------------------------
+
+
+def test_get_refuses_a_flipped_object_and_leaves_no_half_file(built, capsys):
+    flip(built.object_path, len(built.wheel) // 2)
+    out = built.base / "out"
+    code, err = ipwhl(
+        capsys, "get", str(built.root), "-o", str(out), "--store", str(built.store.root)
+    )
+    assert code == 6
+    assert "corrupt" in err and "store verify" in err
+    assert not (out / "simple" / "demo" / WHEEL).exists()
+    assert leftovers(out) == []  # used to leave .demo-1.0-py3-none-any.whl.ipwhl-part
+
+
+def test_export_refuses_a_flipped_object_and_leaves_no_car(built, capsys):
+    flip(built.object_path, 10)
+    out = built.base / "release.car"
+    code, err = ipwhl(capsys, "export", str(built.root), "-o", str(out),
+                      "--store", str(built.store.root))
+    assert code == 6 and "store verify" in err
+    assert not out.exists() and leftovers(built.base) == []
+
+
+def root_only_car(built: Built, tmp_path: Path) -> tuple[Store, list[CID], Path]:
+    """A store holding the release, and a CAR of the root block alone (it relies on the store
+    for the rest); the CIDs of the release's blocks in the CAR's order."""
+    exported = io.BytesIO()
+    car.write_car(built.store, built.root, exported)
+    other = Store(tmp_path / "other").open()
+    car.import_car(other, io.BytesIO(exported.getvalue()))
+    sections = list(car.CarReader(io.BytesIO(exported.getvalue())).sections())
+    partial = tmp_path / "root-only.car"
+    partial.write_bytes(b"".join(car.car_stream([built.root], [sections[0][:2]])))
+    return other, [cid for cid, _, _ in sections], partial
+
+
+def test_import_refuses_to_build_on_a_corrupt_node_of_the_store(built, capsys, tmp_path):
+    other, cids, partial = root_only_car(built, tmp_path)
+    node = next(cid for cid in cids[1:] if cid.codec == DAG_PB)
+    flip(other.block_path(node), 3)
+    before = sorted(other.names("blocks"))
+    code, err = ipwhl(capsys, "import", str(partial), "--store", str(other.root))
+    assert code == 8 and "is corrupt" in err and "store verify" in err
+    assert sorted(other.names("blocks")) == before
+
+
+def test_a_corrupt_leaf_an_import_relies_on_is_caught_when_read(built, capsys, tmp_path):
+    # Import does not read the leaves the store already has (it never hands them out); the
+    # first read of the damaged one refuses it.
+    other, cids, partial = root_only_car(built, tmp_path)
+    leaf = next(cid for cid in cids if cid.codec == RAW and other.block_path(cid).exists())
+    flip(other.block_path(leaf), 0)
+    assert ipwhl(capsys, "import", str(partial), "--store", str(other.root))[0] == 0
+    code, err = ipwhl(capsys, "get", str(built.root), "-o", str(tmp_path / "out"),
+                      "--store", str(other.root))
+    assert code == 6 and f"block {leaf} in the store is corrupt" in err
+
+
+def test_serve_never_sends_a_flipped_object(built):
+    flip(built.object_path, len(built.wheel) - 5)
+    with running(built.store) as url:
+        target = f"{url}/ipfs/{built.root}/simple/demo/{WHEEL}"
+        # The bad leaf is read after the headers went out: the connection is cut, never finished.
+        with (
+            pytest.raises((urllib.error.HTTPError, ConnectionError, OSError, IncompleteRead)),
+            urllib.request.urlopen(target, timeout=10) as response,
+        ):
+            response.read()
+
+
+def test_an_unreadable_layout_is_reported_as_damage(built, capsys):
+    layout = next(path for _, path in built.store.entries("layouts"))
+    os.chmod(layout, 0o644)
+    layout.write_bytes(b"\xc1 not msgpack")
+    code, err = ipwhl(capsys, "get", str(built.root), "-o", str(built.base / "out"),
+                      "--store", str(built.store.root))
+    assert code == 6 and "unreadable" in err and "store verify" in err
+
+
+# --- files that are no longer files -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", ["directory", "dangling symlink", "empty"])
+def test_an_object_that_is_no_longer_a_file(built, capsys, damage):
+    path = built.object_path
+    path.unlink()
+    if damage == "directory":
+        path.mkdir()
+    elif damage == "dangling symlink":
+        path.symlink_to(built.base / "nowhere")
+    else:
+        path.write_bytes(b"")
+    out = built.base / "out"
+    code, err = ipwhl(
+        capsys, "get", str(built.root), "-o", str(out), "--store", str(built.store.root)
+    )
+    assert code in {1, 6, 7}, err
+    assert err.startswith("ipwhl: error: ")
+    assert not (out / "simple" / "demo" / WHEEL).exists() and leftovers(out) == []
+    with running(built.store) as url:
+        target = f"{url}/ipfs/{built.root}/simple/demo/{WHEEL}"
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(target, timeout=10)
+        assert caught.value.code in {404, 500}
+
+
+def test_a_block_replaced_by_a_directory(built, capsys):
+    block = next(path for _, path in built.store.entries("blocks"))
+    block.unlink()
+    block.mkdir()
+    code, err = ipwhl(capsys, "get", str(built.root), "-o", str(built.base / "out"),
+                      "--store", str(built.store.root))
+    assert code != 0 and err.startswith("ipwhl: error: ")
+
+
+# --- EIO from a real block device ---------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def eio_store(where: Path, built: Built) -> Iterator[Path]:
+    """A copy of the store on an ext4 loop device whose wheel object sits past the device's end
+    once it is shrunk: reading it then fails with EIO from the kernel. Skips where loop devices,
+    mounting or dropping the page cache are not allowed (it needs root)."""
+    if os.geteuid() != 0 or not shutil.which("losetup") or not shutil.which("mkfs.ext4"):
+        pytest.skip("EIO needs root, losetup and mkfs.ext4 (a loop device)")
+    image = where / "disk.img"
+    mount = where / "mnt"
+    mount.mkdir()
+    with open(image, "wb") as handle:
+        handle.truncate(32 << 20)
+
+    def run(*command: str) -> str:
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            pytest.skip(f"{command[0]} failed here: {done.stderr.strip()[:200]}")
+        return done.stdout.strip()
+
+    device = run("losetup", "--find", "--show", str(image))
+    try:
+        run("mkfs.ext4", "-q", "-b", "4096", "-E", "lazy_itable_init=0,lazy_journal_init=0",
+            device)
+        run("mount", device, str(mount))
+        try:
+            copy = mount / "store"
+            shutil.copytree(built.store.root, copy, symlinks=True)
+            obj = copy / built.object_path.relative_to(built.store.root)
+            # Rewrite the object last, so its blocks are the highest allocated on the device.
+            data = obj.read_bytes()
+            obj.unlink()
+            run("sync", "-f", str(copy))  # syncfs: this file system only
+            with open(obj, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            extents = run("filefrag", "-b4096", "-v", str(obj)).splitlines()
+            first = min(
+                int(line.split(":")[2].split("..")[0])
+                for line in extents if line.strip()[:1].isdigit()
+            )
+            run("sync", "-f", str(copy))
+            # Shrink the device to end where the object begins; drop the cached pages.
+            os.truncate(image, first * 4096)
+            run("losetup", "--set-capacity", device)
+            try:
+                Path("/proc/sys/vm/drop_caches").write_text("3\n")
+            except OSError as exc:
+                pytest.skip(f"cannot drop the page cache: {exc}")
+            try:
+                obj.read_bytes()
+            except OSError as exc:
+                if exc.errno != errno.EIO:
+                    pytest.skip(f"reading past the device's end gave {exc}, not EIO")
+            else:
+                pytest.skip("the object stayed readable after shrinking the device")
+            yield copy
+        finally:
+            subprocess.run(["umount", "-l", str(mount)], capture_output=True, check=False)
+    finally:
+        subprocess.run(["losetup", "-d", device], capture_output=True, check=False)
+
+
+def test_eio_on_a_store_object_is_a_clean_error_and_serves_nothing(built, capsys, tmp_path):
+    with eio_store(tmp_path, built) as copy:
+        out = tmp_path / "out"
+        code, err = ipwhl(capsys, "get", str(built.root), "-o", str(out), "--store", str(copy))
+        assert code != 0 and "Input/output error" in err, err
+        assert not (out / "simple" / "demo" / WHEEL).exists() and leftovers(out) == []
+        with running(Store(copy)) as url:
+            target = f"{url}/ipfs/{built.root}/simple/demo/{WHEEL}"
+            with pytest.raises(urllib.error.HTTPError) as caught:
+                urllib.request.urlopen(target, timeout=10)
+            assert caught.value.code == 500
