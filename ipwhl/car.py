@@ -67,6 +67,9 @@ _WRITE_WORKERS = 8
 
 Scope = Literal["all", "entity", "block"]
 GetBlock = Callable[[CID], bytes]
+# progress(step, done, total): bytes so far of a long step ("export", "check", "write");
+# total 0 when unknown.
+StepCallback = Callable[[str, int, int], None]
 
 
 class InvalidCar(IntegrityError):
@@ -319,8 +322,11 @@ class ExportResult:
     size: int
 
 
-def write_car(store: Store, root: CID, out: IO[bytes]) -> ExportResult:
-    """Write the DAG under `root` to `out` as ipfs dag export does (every block verified)."""
+def write_car(
+    store: Store, root: CID, out: IO[bytes], *, progress: StepCallback | None = None
+) -> ExportResult:
+    """Write the DAG under `root` to `out` as ipfs dag export does (every block verified);
+    `progress("export", bytes_written, 0)` is called after each block."""
     header = encode_header([root])
     out.write(header)
     blocks, size = 0, len(header)
@@ -333,24 +339,29 @@ def write_car(store: Store, root: CID, out: IO[bytes]) -> ExportResult:
         out.write(data)
         blocks += 1
         size += len(prefix) + len(data)
+        if progress is not None:
+            progress("export", size, 0)
     return ExportResult(root, blocks, size)
 
 
-def export_car(store: Store, root: CID, output: str | os.PathLike[str]) -> ExportResult:
+def export_car(
+    store: Store, root: CID, output: str | os.PathLike[str], *,
+    progress: StepCallback | None = None,
+) -> ExportResult:
     """Write a CAR of `root` to the file `output` ("-" for stdout); a failed export leaves no
     partial file behind."""
     if str(output) == "-":
         import sys
 
         stream = sys.stdout.buffer
-        result = write_car(store, root, stream)
+        result = write_car(store, root, stream, progress=progress)
         stream.flush()
         return result
     path = Path(output)
     temp = path.with_name(f".{path.name}.ipwhl-part")
     try:
         with open(temp, "wb", buffering=_COPY_SIZE) as handle:
-            result = write_car(store, root, handle)
+            result = write_car(store, root, handle, progress=progress)
         os.replace(temp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -568,12 +579,14 @@ def import_car(
     source: str | os.PathLike[str] | BinaryIO,
     *,
     root_name: str | None = None,
+    progress: StepCallback | None = None,
 ) -> ImportResult:
     """Verify a CAR (hashes, structure, completeness from its roots) and only then add its
     blocks to the store; InvalidCar or IncompleteCar with the store unchanged otherwise.
 
     `source` is a path, "-" for stdin, or a binary stream (spooled to the store's tmp/ first
     when it cannot seek). With `root_name` the CAR's single root is pinned as a GC root.
+    `progress` hears of the bytes checked ("check") and then written ("write").
     """
     if isinstance(source, str | os.PathLike) and str(source) != "-":
         path = Path(source)
@@ -582,7 +595,7 @@ def import_car(
         except OSError as exc:
             raise NotFound(f"cannot read {path}: {exc.strerror or exc}") from None
         with handle:
-            return _import_seekable(store, handle, str(path), root_name)
+            return _import_seekable(store, handle, str(path), root_name, progress)
     if isinstance(source, str | os.PathLike):
         import sys
 
@@ -592,18 +605,21 @@ def import_car(
         stream = source
         name = getattr(source, "name", "CAR")
     if stream.seekable():
-        return _import_seekable(store, stream, str(name), root_name)
+        return _import_seekable(store, stream, str(name), root_name, progress)
     with store.temporary(".car") as (spool_path, spool):
         shutil.copyfileobj(stream, spool, _COPY_SIZE)
         spool.flush()
         with open(spool_path, "rb", buffering=_COPY_SIZE) as handle:
-            return _import_seekable(store, handle, str(name), root_name)
+            return _import_seekable(store, handle, str(name), root_name, progress)
 
 
 def _import_seekable(
-    store: Store, handle: BinaryIO, name: str, root_name: str | None
+    store: Store, handle: BinaryIO, name: str, root_name: str | None,
+    progress: StepCallback | None = None,
 ) -> ImportResult:
     base = handle.tell()
+    total = handle.seek(0, os.SEEK_END) - base
+    handle.seek(base)
     reader = CarReader(handle, name=name)
     if not reader.roots:
         raise InvalidCar(f"{name}: the header names no root")
@@ -623,6 +639,8 @@ def _import_seekable(
         where[cid] = (offset, len(data))
         if children:
             links[cid] = children
+        if progress is not None:
+            progress("check", offset + len(data), total)
     order = _completeness(store, name, reader.roots, where, links)
     # Pass 2: every block is known good and the DAG complete. Leaves go in first, several at a
     # time (each write waits for its fsync), then the nodes, children before parents; every
@@ -639,9 +657,21 @@ def _import_seekable(
         return length
 
     leaves = [cid for cid in missing if cid not in links]
+    to_write = sum(where[cid][1] for cid in missing)
+    size = 0
+
+    def wrote(length: int) -> None:
+        nonlocal size
+        size += length
+        if progress is not None:
+            progress("write", size, to_write)
+
     with ThreadPoolExecutor(_WRITE_WORKERS, thread_name_prefix="ipwhl-import") as pool:
-        size = sum(pool.map(put, leaves))
-    size += sum(put(cid) for cid in missing if cid in links)
+        for length in pool.map(put, leaves):
+            wrote(length)
+    for cid in missing:
+        if cid in links:
+            wrote(put(cid))
     written, present = len(missing), len(order) - len(missing)
     pinned = None
     if root_name is not None:

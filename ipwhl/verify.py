@@ -96,6 +96,13 @@ class VerifyReport:
         return out
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 def _is_hex64(name: str) -> bool:
     return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
 
@@ -198,12 +205,15 @@ class _Verifier:
 
     # -- objects -------------------------------------------------------------------------------
 
-    def objects(self, workers: int) -> None:
+    def objects(self, workers: int, progress: Callable[[str, int, int], None] | None) -> None:
         listed = list(self.store.entries("objects"))
         self.report.checked["objects"] += len(listed)
+        total = sum(_size(path) for _, path in listed) if progress is not None else 0
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
             for name, path, result in pool.map(lambda e: (*e, _encode(e[1])), listed):
                 self.report.bytes_hashed += result.size
+                if progress is not None:
+                    progress("hash", self.report.bytes_hashed, total)
                 if not _is_hex64(name):
                     self.damaged("object", name, "the name is not a sha256", path)
                 elif result.sha256 != name:
@@ -320,9 +330,11 @@ def verify_store(
     refetch: bool = True,
     workers: int = 0,
     on_wait: Callable[[], None] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> VerifyReport:
     """Rehash every object, block and layout, parse every record and root, and walk every
-    rooted DAG; with `repair`, refetch or rebuild what can be and remove what cannot."""
+    rooted DAG; with `repair`, refetch or rebuild what can be and remove what cannot.
+    `progress("hash", bytes_hashed, total)` follows the objects, the long part."""
     report = VerifyReport(repair=repair)
     verifier = _Verifier(store, report, refetch)
     workers = workers or min(4, os.cpu_count() or 1)
@@ -334,7 +346,7 @@ def verify_store(
             verifier.roots()
             verifier.blocks()
             verifier.layouts_by_object()
-            verifier.objects(workers)
+            verifier.objects(workers, progress)
             verifier.temporaries()
             marks = mark_roots(store, strict=False)
             if marks.missing:
