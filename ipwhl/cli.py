@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -12,21 +13,33 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .errors import IpwhlError
+from .completion import SHELLS
+from .errors import IpwhlError, NotFound
+from .terminal import error_text, palette_for, violation_text
 
 if TYPE_CHECKING:  # imported lazily at run time, for start-up time
     from datetime import datetime, timedelta
 
+    from .cid import CID
     from .evaluator import Plan
+    from .importcheck import ImportOutcome
+    from .progress import Bar
     from .releasefile import ReleaseSpec
     from .signing import SecretKey
     from .store import Store
-    from .trust import Verified
+    from .trust import ReleaseRecord, Verified
 
 __all__ = ["main"]
 
 EXIT_OK = 0
 EXIT_USAGE = 2
+EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug in ipwhl, not a problem with the input
+
+JSON_HELP = "print a JSON document on stdout instead (keys: see docs/reference/)"
+NO_JSON = {"serve", "completion"}  # commands with nothing to report
+# Keys of `gc --json` and `store verify --json`, always all present (documented).
+GC_KINDS = ("tmp", "objects", "sources", "blocks", "layouts", "records", "keys")
+VERIFIED_KINDS = ("objects", "blocks", "layouts", "records", "sources", "roots")
 
 EXAMPLES = {
     "eval": "examples:\n  ipwhl eval examples/release.toml\n"
@@ -34,18 +47,24 @@ EXAMPLES = {
     "  ipwhl eval release.toml --on-top-of $PREVIOUS   # what a build would redo, and why",
     "diff": "examples:\n  ipwhl diff $OLD $NEW\n  ipwhl diff $OLD $NEW --json",
     "check": "examples:\n  ipwhl check examples/release.toml\n"
-    "  ipwhl check examples/release.toml --import --jobs 4   # install and import each wheel",
+    "  ipwhl check examples/release.toml --import --jobs 4   # install and import each wheel\n"
+    "  ipwhl check release.toml --json | jq -r '.violations[]'",
     "roots": "examples:\n  ipwhl roots\n  ipwhl roots add mirror bafy...\n"
-    "  ipwhl roots rm example@3\n  ipwhl roots rm example",
+    "  ipwhl roots rm example@3\n  ipwhl roots rm example\n"
+    "  ipwhl roots --json | jq -r '.roots[].cid'",
     "gc": "examples:\n  ipwhl gc --dry-run\n  ipwhl gc\n"
-    "  ipwhl gc --older-than 7d --max-freed 10G",
-    "store": "examples:\n  ipwhl store verify\n  ipwhl store verify --repair",
+    "  ipwhl gc --older-than 7d --max-freed 10G\n  ipwhl gc --dry-run --json",
+    "store": "examples:\n  ipwhl store verify\n  ipwhl store verify --repair\n"
+    "  ipwhl store verify --json",
     "build": "examples:\n  ipwhl build examples/release.toml\n"
+    "  ipwhl build release.toml --sign release.key --keep 3\n"
+    "  ipwhl build release.toml --json | jq -r .root\n"
     "  ipwhl build release.toml --on-top-of bafy...\n"
     "  ipwhl build release.toml --on-top-of bafy... --from https://ipfs.io",
     "get": "examples:\n  ipwhl get $CID -o release/\n"
     "  ipwhl get $CID/simple/index.html -o index.html",
-    "ls": "examples:\n  ipwhl ls $CID\n  ipwhl ls $CID/simple/requests",
+    "ls": "examples:\n  ipwhl ls $CID\n  ipwhl ls $CID/simple/requests\n"
+    "  ipwhl ls $CID/simple --json | jq -r '.entries[].name'",
     "export": "examples:\n  ipwhl export $CID -o release.car && ipfs dag import release.car\n"
     "  ipwhl export $CID/simple -o simple.car",
     "import": "examples:\n  ipwhl import release.car\n"
@@ -65,18 +84,30 @@ EXAMPLES = {
     "sign": "examples:\n  ipwhl sign $CID --key release.key -o example.record\n"
     "  ipwhl sign $CID --key release.key -o example.record --expires 90d",
     "verify": "examples:\n  ipwhl verify example.record --pubkey release.pub\n"
-    "  CID=$(ipwhl verify example.record --pubkey release.pub --state trust.json)",
+    "  CID=$(ipwhl verify example.record --pubkey release.pub --state trust.json)\n"
+    "  ipwhl verify example.record --pubkey release.pub --from https://ipfs.io --json",
     "use": "examples:\n"
     "  ipwhl use example.record --gateway http://127.0.0.1:8080 --pubkey release.pub\n"
     "  ipwhl use example.record --gateway https://gw.example --print --scope user",
     "declare": "examples:\n  ipwhl declare requests --release release.toml --with-deps\n"
+    "  ipwhl declare requests --release release.toml --with-deps --json | jq '.declared'\n"
     "  ipwhl declare 'pyyaml==6.0.2' -d pkgs --supported 'cp312 manylinux_2_17_x86_64' "
     "--supported 'cp312 win_amd64'\n"
     "  ipwhl declare dist/example-1.0-py3-none-any.whl -d pkgs --release release.toml\n"
     "  ipwhl declare numpy --release release.toml --index-url https://mirror.example/simple/",
     "update": "examples:\n  ipwhl update --release release.toml --dry-run > plan.diff\n"
     "  ipwhl update requests urllib3 --release release.toml\n"
-    "  ipwhl update --release release.toml --index-url https://mirror.example/simple/",
+    "  ipwhl update --release release.toml --index-url https://mirror.example/simple/\n"
+    "  ipwhl update --release release.toml --dry-run --json | jq '.changes'",
+    "roots add": "examples:\n  ipwhl roots add mirror $CID\n"
+    "  ipwhl roots add example bafy... --json",
+    "roots rm": "examples:\n  ipwhl roots rm example@3   # one release of the line\n"
+    "  ipwhl roots rm example     # every release of the line",
+    "store verify": "examples:\n  ipwhl store verify\n  ipwhl store verify --repair\n"
+    "  ipwhl store verify --json | jq '.damage'",
+    "completion": "examples:\n  eval \"$(ipwhl completion bash)\"          # in ~/.bashrc\n"
+    "  ipwhl completion zsh > ~/.zfunc/_ipwhl    # a directory of your $fpath\n"
+    "  ipwhl completion fish > ~/.config/fish/completions/ipwhl.fish",
 }
 
 
@@ -86,7 +117,9 @@ class _ReleaseFileMissing(IpwhlError):
     exit_code = 3
 
 
-def _load_plan(release: str) -> Plan:
+def _load_plan(release: str, store: Store | None = None, *, create: bool = False) -> Plan:
+    """The release's plan; declarations unchanged since a run in `store` are not read again
+    (`create`: open the store first, as a build will)."""
     from .build import load_plan
 
     path = Path(release)
@@ -96,7 +129,9 @@ def _load_plan(release: str) -> Plan:
             f"cannot read release file {release} ({reason}); "
             "expected a release.toml, such as examples/release.toml"
         )
-    return load_plan(path)
+    if store is not None and create:
+        store.open()
+    return load_plan(path, store)
 
 
 def _store(args: argparse.Namespace) -> Store:
@@ -110,17 +145,30 @@ def _workers() -> int:
 
 
 def _print_violations(violations: Sequence[object]) -> None:
+    palette = palette_for(sys.stderr)
     for violation in violations:
-        print(violation, file=sys.stderr)
+        print(violation_text(str(violation), palette), file=sys.stderr)
     print(f"ipwhl: {len(violations)} violation(s)", file=sys.stderr)
+
+
+def _emit(document: object) -> None:
+    """A --json document on stdout: one JSON value, indented, keys as documented."""
+    json.dump(document, sys.stdout, indent=2)
+    print()
+
+
+def _say(args: argparse.Namespace, text: str) -> None:
+    """A line for people on stderr, unless -q."""
+    if not args.quiet:
+        print(text, file=sys.stderr)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from .checks import to_violations
     from .derivations import Realiser
 
-    plan = _load_plan(args.release)
     store = _store(args)
+    plan = _load_plan(args.release, store)
     realiser = Realiser(store)
     overlay = None
     on_top_of = args.on_top_of or plan.spec.on_top_of
@@ -228,38 +276,61 @@ def cmd_check(args: argparse.Namespace) -> int:
     from .build import check_release
     from .progress import progress_for
 
-    plan = _load_plan(args.release)
-    store = _store(args).open()
+    store = _store(args)
+    plan = _load_plan(args.release, store, create=True)
     # sys.stderr as it is now, not as it was at import: callers of main() may redirect it.
     progress = progress_for(sys.stderr, quiet=args.quiet)
     with store.lock():  # beside builds, never during a gc
         with store.batch():  # records and blocks made durable together (see Store.batch)
             result = check_release(store, plan, progress=progress, workers=_workers(),
                                    need_wheels=args.imports)
+        document = {
+            "release": plan.spec.name,
+            "wheels": len(plan.declarations.declarations),
+            "projects": len(plan.projects),
+            "ok": not result.violations,
+            "violations": [str(v) for v in result.violations],
+            "imports": None,
+        }
         if result.violations:
             _print_violations(result.violations)
-            if args.imports and not args.quiet:
-                print("ipwhl: import checks not run: the release must pass the four checks "
-                      "first", file=sys.stderr)
+            if args.imports:
+                _say(args, "ipwhl: import checks not run: the release must pass the four "
+                     "checks first")
+            if args.json:
+                _emit(document)
             return 4
-        if not args.quiet:
-            print(f"ipwhl: {plan.spec.name}: {len(plan.declarations.declarations)} wheels of "
-                  f"{len(plan.projects)} projects pass all four checks", file=sys.stderr)
+        _say(args, f"ipwhl: {plan.spec.name}: {len(plan.declarations.declarations)} wheels of "
+             f"{len(plan.projects)} projects pass all four checks")
+        code = EXIT_OK
         if args.imports:
-            return _check_imports(args, store, plan, result)
-    return EXIT_OK
+            code, document["imports"] = _check_imports(args, store, plan, result)
+            document["ok"] = code == EXIT_OK
+            document["violations"] = document["imports"]["violations"]
+    if args.json:
+        _emit(document)
+    return code
 
 
-def _check_imports(args: argparse.Namespace, store: Store, plan: Plan, checked: object) -> int:
-    from .importcheck import ImportLines, ImportProgress, check_imports
+def _check_imports(
+    args: argparse.Namespace, store: Store, plan: Plan, checked: object
+) -> tuple[int, dict[str, object]]:
+    from .importcheck import check_imports
+    from .progress import ImportChecksProgress
 
-    progress = ImportProgress() if args.quiet else ImportLines(sys.stderr)
+    progress = ImportChecksProgress(sys.stderr, quiet=args.quiet)
     report = check_imports(store, plan, checked, jobs=args.jobs,  # type: ignore[arg-type]
                            progress=progress)
-    if not args.quiet:
-        for note in report.notes:
-            print(f"ipwhl: note: {note}", file=sys.stderr)
+    palette = palette_for(sys.stderr)
+    for note in report.notes:
+        _say(args, f"ipwhl: {palette.paint('note:', 'note')} {note}")
     violations = report.violations
+    document: dict[str, object] = {
+        "environments": [e.line for e in report.environments],
+        "checks": [_import_outcome(outcome) for outcome in report.outcomes],
+        "notes": list(report.notes),
+        "violations": [str(v) for v in violations],
+    }
     if violations:
         _print_violations(violations)
         if args.verbose:
@@ -268,11 +339,31 @@ def _check_imports(args: argparse.Namespace, store: Store, plan: Plan, checked: 
                     print(f"{outcome.check.label}: {failure.module}:", file=sys.stderr)
                     print("\n".join(f"    {line}" for line in failure.traceback),
                           file=sys.stderr)
-        return 4
-    if not args.quiet and report.outcomes:
-        print(f"ipwhl: {len(report.outcomes)} import checks pass on "
-              f"{'; '.join(e.line for e in report.environments)}", file=sys.stderr)
-    return EXIT_OK
+        return 4, document
+    if report.outcomes:
+        _say(args, f"ipwhl: {len(report.outcomes)} import checks pass on "
+             f"{'; '.join(e.line for e in report.environments)}")
+    return EXIT_OK, document
+
+
+def _import_outcome(outcome: ImportOutcome) -> dict[str, object]:
+    check = outcome.check
+    return {
+        "project": check.declaration.project,
+        "version": str(check.declaration.version),
+        "wheel": check.declaration.filename,
+        "extra": check.extra,
+        "environment": check.environment.line,
+        "modules": list(check.top_level),
+        "ok": outcome.ok,
+        "reused": outcome.reused,
+        "install_error": outcome.install_error,
+        "failures": [
+            {"module": f.module, "error": f.error,
+             "where": list(f.where) if f.where else None, "traceback": list(f.traceback)}
+            for f in outcome.failures
+        ],
+    }
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -280,8 +371,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     from .errors import CheckFailed
     from .progress import progress_for
 
-    plan = _load_plan(args.release)
-    store = _store(args).open()
+    store = _store(args)
+    plan = _load_plan(args.release, store, create=True)
     # The key (and its passphrase) before a long build, not after it.
     signing = (_read_key(args.sign), _record_times(args)) if args.sign else None
     progress = progress_for(sys.stderr, quiet=args.quiet)
@@ -293,34 +384,57 @@ def cmd_build(args: argparse.Namespace) -> int:
                                workers=_workers())
     except CheckFailed as failed:
         _print_violations(failed.violations)
+        if args.json:
+            _emit({"root": None, "name": plan.spec.name, "violations":
+                   [str(v) for v in failed.violations]})
         return failed.exit_code
-    print(result.root)
+    if not args.json:
+        print(result.root)
+    dropped: list[int] = []
     if args.keep:
         from .gc import prune_roots
 
         dropped = prune_roots(store, result.name, args.keep)
-        if dropped and not args.quiet:
-            print(f"ipwhl: unrooted {result.name} #{', #'.join(map(str, dropped))} "
-                  f"(--keep {args.keep}); `ipwhl gc` frees their space", file=sys.stderr)
-    if not args.quiet:
-        ran = sum(result.realiser.ran.values())
-        reused = sum(result.realiser.reused.values())
-        print(f"ipwhl: built {result.name} #{result.sequence}: {ran} steps run, {reused} reused",
-              file=sys.stderr)
+        if dropped:
+            _say(args, f"ipwhl: unrooted {result.name} #{', #'.join(map(str, dropped))} "
+                 f"(--keep {args.keep}); `ipwhl gc` frees their space")
+    ran = sum(result.realiser.ran.values())
+    reused = sum(result.realiser.reused.values())
+    _say(args, f"ipwhl: built {result.name} #{result.sequence}: {ran} steps run, {reused} reused")
+    signed = None
     if signing is not None:
         record = Path(args.record or f"{result.name}-{result.sequence}.record")
-        _sign_release(args, store, str(result.root), *signing, record)
+        signed = _sign_release(args, store, str(result.root), *signing, record)
+    if args.json:
+        _emit({"root": str(result.root), "name": result.name, "sequence": result.sequence,
+               "previous": result.previous, "steps_run": ran, "steps_reused": reused,
+               "unrooted": dropped, "signed": signed, "violations": []})
     return EXIT_OK
 
 
-def _say_waiting(what: str) -> Callable[[], None]:
-    return lambda: print(f"ipwhl: waiting for {what} to finish…", file=sys.stderr)
+def _say_waiting(what: str, shown: Bar | None = None) -> Callable[[], None]:
+    text = f"ipwhl: waiting for {what} to finish…"
+    if shown is not None:  # a progress bar on screen: the line goes above it
+        return lambda: shown.message(text)
+    return lambda: print(text, file=sys.stderr)
 
 
 def cmd_roots(args: argparse.Namespace) -> int:
     from .gc import describe_roots, list_roots
+    from .progress import Activity
 
-    for line in describe_roots(list_roots(_store(args).open())):
+    with Activity("roots: sizing closures", stream=sys.stderr, quiet=args.quiet):
+        roots = list_roots(_store(args).open())
+    if args.json:
+        _emit({"roots": [
+            {"name": root.name, "sequence": root.sequence, "cid": str(root.cid),
+             "date": root.date.strftime("%Y-%m-%dT%H:%M:%SZ"),
+             "closure_bytes": root.closure_bytes, "missing": root.missing,
+             "built": root.built}
+            for root in roots
+        ]})
+        return EXIT_OK
+    for line in describe_roots(roots):
         print(line)
     return EXIT_OK
 
@@ -331,10 +445,11 @@ def cmd_roots_add(args: argparse.Namespace) -> int:
 
     cid = CID.parse(args.cid)
     sequence, missing = pin(_store(args).open(), args.name, cid)
-    if not args.quiet:
-        print(f"ipwhl: pinned {cid} as {args.name} #{sequence}", file=sys.stderr)
-        if missing:
-            print(f"ipwhl: {missing} blocks of it are not in the store yet", file=sys.stderr)
+    _say(args, f"ipwhl: pinned {cid} as {args.name} #{sequence}")
+    if missing:
+        _say(args, f"ipwhl: {missing} blocks of it are not in the store yet")
+    if args.json:
+        _emit({"name": args.name, "sequence": sequence, "cid": str(cid), "missing": missing})
     return EXIT_OK
 
 
@@ -345,28 +460,62 @@ def cmd_roots_rm(args: argparse.Namespace) -> int:
     if sequence and not sequence.isdigit():
         raise _BadArgument(f"{args.root!r}: expected NAME or NAME@SEQUENCE, such as example@3")
     dropped = unpin(_store(args).open(), name, int(sequence) if sequence else None)
-    if not args.quiet:
-        print(f"ipwhl: unrooted {name} #{', #'.join(map(str, dropped))}; "
-              "`ipwhl gc` frees their space", file=sys.stderr)
+    _say(args, f"ipwhl: unrooted {name} #{', #'.join(map(str, dropped))}; "
+         "`ipwhl gc` frees their space")
+    if args.json:
+        _emit({"name": name, "unrooted": dropped})
     return EXIT_OK
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
     from .gc import collect_garbage
+    from .progress import Activity
 
-    report = collect_garbage(
-        _store(args).open(), dry_run=args.dry_run, max_freed=args.max_freed,
-        older_than=args.older_than, on_wait=_say_waiting("running builds"),
-    )
+    store = _store(args).open()
+    with Activity("gc: marking and sweeping", stream=sys.stderr, quiet=args.quiet) as shown:
+        report = collect_garbage(
+            store, dry_run=args.dry_run, max_freed=args.max_freed,
+            older_than=args.older_than, on_wait=_say_waiting("running builds", shown),
+        )
+    if args.json:
+        _emit({
+            "dry_run": report.dry_run,
+            "deleted": {kind: {"files": report.files[kind], "bytes": report.freed[kind]}
+                        for kind in GC_KINDS},
+            "freed_bytes": report.total_freed,
+            "kept": report.kept,
+            "files_read": report.files_read,
+            "bytes_read": report.bytes_read,
+            "stopped_early": report.stopped_early,
+        })
+        return EXIT_OK
     print(f"ipwhl: {report}")
     return EXIT_OK
 
 
 def cmd_store_verify(args: argparse.Namespace) -> int:
+    from .progress import Steps
     from .verify import verify_store
 
-    report = verify_store(_store(args).open(), repair=args.repair,
-                          on_wait=_say_waiting("running builds"))
+    steps = Steps({"hash": "store verify: hashing objects"}, unit="B", stream=sys.stderr,
+                  quiet=args.quiet)
+    try:
+        report = verify_store(_store(args).open(), repair=args.repair,
+                              on_wait=_say_waiting("running builds"), progress=steps)
+    finally:
+        steps.close()
+    if args.json:
+        _emit({
+            "repair": report.repair,
+            "checked": {kind: report.checked[kind] for kind in VERIFIED_KINDS},
+            "bytes_hashed": report.bytes_hashed,
+            "damage": [{"kind": d.kind, "name": d.name, "problem": d.problem,
+                        "action": d.action or None} for d in report.damage],
+            "missing": [{"root": root, "what": what} for root, what in report.missing],
+            "notes": list(report.notes),
+            "exit_code": report.exit_code,
+        })
+        return report.exit_code
     lines = report.lines()
     for line in lines[:-1]:
         print(line)
@@ -411,8 +560,9 @@ def cmd_get(args: argparse.Namespace) -> int:
     root, segments = split_path(args.path)
     target = resolve(store, root, segments)
     count = write_out(store, target.cid, Path(args.output))
-    if not args.quiet:
-        print(f"ipwhl: wrote {count} file(s) to {args.output}", file=sys.stderr)
+    _say(args, f"ipwhl: wrote {count} file(s) to {args.output}")
+    if args.json:
+        _emit({"cid": str(target.cid), "output": args.output, "files": count})
     return EXIT_OK
 
 
@@ -423,11 +573,22 @@ def cmd_ls(args: argparse.Namespace) -> int:
     root, segments = split_path(args.path)
     target = resolve(store, root, segments)
     if not target.is_dir:
+        if args.json:
+            _emit({"cid": str(target.cid), "type": "file", "size": target.size,
+                   "name": segments[-1] if segments else None})
+            return EXIT_OK
         print(f"{target.cid} {target.size} {segments[-1] if segments else ''}")
         return EXIT_OK
-    for link in list_dir(store, target.cid):
-        suffix = "/" if node(store, link.cid).is_dir else ""
-        print(f"{link.cid} {link.tsize} {link.name}{suffix}")
+    entries = [(link, node(store, link.cid).is_dir) for link in list_dir(store, target.cid)]
+    if args.json:
+        _emit({"cid": str(target.cid), "type": "directory", "entries": [
+            {"name": link.name, "cid": str(link.cid), "size": link.tsize,
+             "type": "directory" if is_dir else "file"}
+            for link, is_dir in entries
+        ]})
+        return EXIT_OK
+    for link, is_dir in entries:
+        print(f"{link.cid} {link.tsize} {link.name}{'/' if is_dir else ''}")
     return EXIT_OK
 
 
@@ -443,72 +604,111 @@ def _ensure_whole(
 ) -> None:
     """The DAG under `cid_text` in the store, fetched from the gateways first if needed."""
     from .cid import CID
-    from .remote import FetchProgress, configured_gateways, ensure_dag
+    from .progress import GatewayProgress
+    from .remote import configured_gateways, ensure_dag
 
-    progress = None if args.quiet else FetchProgress(sys.stderr)
+    progress = GatewayProgress(sys.stderr, quiet=args.quiet, label=f"fetch {cid_text[:16]}…")
     try:
         stats = ensure_dag(store, CID.parse(cid_text), configured_gateways(gateways or ()),
                            progress=progress)
     finally:
-        if progress is not None:
-            progress.close()
-    if stats is not None and progress is not None:
-        print(f"ipwhl: {cid_text}: {progress.summary()}", file=sys.stderr)
+        progress.close()
+    if stats is not None:
+        _say(args, f"ipwhl: {cid_text}: {progress.summary()}")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from .car import export_car
     from .dag import resolve, split_path
+    from .progress import Bar
 
     store = _store(args)
     root, segments = split_path(args.path)
+    if args.json and args.output == "-":
+        raise _Usage("--json writes to stdout, and so does -o -: write the CAR to a file")
     target = resolve(store, root, segments)
-    result = export_car(store, target.cid, args.output)
-    if not args.quiet:
-        print(f"ipwhl: wrote {target.cid} to {args.output}: {result.blocks} blocks, "
-              f"{result.size:,} bytes", file=sys.stderr)
+    bar = Bar("export", total=_dag_size(store, target.cid), unit="B", stream=sys.stderr,
+              quiet=args.quiet)
+    with bar:
+        result = export_car(store, target.cid, args.output,
+                            progress=lambda _step, done, _total: bar.update(done))
+    _say(args, f"ipwhl: wrote {target.cid} to {args.output}: {result.blocks} blocks, "
+         f"{result.size:,} bytes")
+    if args.json:
+        _emit({"root": str(target.cid), "output": args.output, "blocks": result.blocks,
+               "size": result.size})
     return EXIT_OK
+
+
+def _dag_size(store: Store, cid: CID) -> int:
+    """About what a CAR of `cid` holds: its block and its links' cumulative sizes (0 when
+    unknown); enough for a progress bar."""
+    from .cid import RAW
+    from .unixfs import decode_pbnode
+
+    try:
+        data = store.get_block(cid)
+        if cid.codec == RAW:
+            return len(data)
+        return len(data) + sum(link.tsize or 0 for link in decode_pbnode(data).links)
+    except (IpwhlError, ValueError):
+        return 0
 
 
 def cmd_import(args: argparse.Namespace) -> int:
     from .car import import_car
+    from .progress import Steps
 
     store = _store(args).open()
-    result = import_car(store, args.car, root_name=args.root_name)
-    for root in result.roots:
-        print(root)
-    if not args.quiet:
-        said = (f"ipwhl: imported {result.written} blocks ({result.size / 1e6:,.1f} MB), "
-                f"{result.present} already here")
-        if result.unreachable:
-            said += f"; left out {result.unreachable} blocks no root reaches"
-        if result.pinned:
-            said += f"; rooted as {result.pinned[0]} #{result.pinned[1]}"
-        print(said, file=sys.stderr)
+    steps = Steps({"check": "import: checking", "write": "import: writing"}, unit="B",
+                  stream=sys.stderr, quiet=args.quiet)
+    try:
+        result = import_car(store, args.car, root_name=args.root_name, progress=steps)
+    finally:
+        steps.close()
+    if args.json:
+        _emit({"roots": [str(root) for root in result.roots], "written": result.written,
+               "present": result.present, "size": result.size,
+               "unreachable": result.unreachable,
+               "pinned": {"name": result.pinned[0], "sequence": result.pinned[1]}
+               if result.pinned else None})
+    else:
+        for root in result.roots:
+            print(root)
+    said = (f"ipwhl: imported {result.written} blocks ({result.size / 1e6:,.1f} MB), "
+            f"{result.present} already here")
+    if result.unreachable:
+        said += f"; left out {result.unreachable} blocks no root reaches"
+    if result.pinned:
+        said += f"; rooted as {result.pinned[0]} #{result.pinned[1]}"
+    _say(args, said)
     return EXIT_OK
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
     from .car import pin_root
     from .dag import InvalidPath, split_path
-    from .remote import FetchProgress, configured_gateways, fetch_dag
+    from .progress import GatewayProgress
+    from .remote import configured_gateways, fetch_dag
 
     root, segments = split_path(args.cid)
     if segments:
         raise InvalidPath(f"fetch takes a release CID, not a path: {args.cid}")
     store = _store(args).open()
-    progress = None if args.quiet else FetchProgress(sys.stderr)
+    progress = GatewayProgress(sys.stderr, quiet=args.quiet)
     try:
-        fetch_dag(store, root, configured_gateways(args.gateways or ()), progress=progress,
-                  workers=args.jobs)
+        stats = fetch_dag(store, root, configured_gateways(args.gateways or ()),
+                          progress=progress, workers=args.jobs)
     finally:
-        if progress is not None:
-            progress.close()
-    pinned = "" if not args.root_name else (
-        f"; rooted as {args.root_name} #{pin_root(store, root, args.root_name)}"
-    )
-    if progress is not None:
-        print(f"ipwhl: {root}: {progress.summary()}{pinned}", file=sys.stderr)
+        progress.close()
+    sequence = pin_root(store, root, args.root_name) if args.root_name else None
+    pinned = f"; rooted as {args.root_name} #{sequence}" if args.root_name else ""
+    _say(args, f"ipwhl: {root}: {progress.summary()}{pinned}")
+    if args.json:
+        _emit({"cid": str(root), "fetched": stats.fetched, "bytes": stats.nbytes,
+               "present": stats.present,
+               "pinned": {"name": args.root_name, "sequence": sequence}
+               if args.root_name else None})
     return EXIT_OK
 
 
@@ -527,24 +727,34 @@ def cmd_publish(args: argparse.Namespace) -> int:
     store = _store(args)
     if args.to and missing_blocks(store, root):
         raise NotFound(f"{root} is not wholly in the store {store.root}; `ipwhl fetch` it first")
+    from .progress import Activity
+
+    kubo: list[dict[str, object]] = []
+    document: dict[str, object] = {"cid": str(root), "kubo": kubo, "pinning_service": None}
     for url in args.to or ():
-        done = publish_to_kubo(store, root, url, auth=args.rpc_auth or
-                               os.environ.get("IPWHL_RPC_AUTH"))
-        if not args.quiet:
-            print(f"ipwhl: {url}: imported and pinned {root} ({done.car_size:,} bytes of CAR)",
-                  file=sys.stderr)
+        with Activity(f"publish: {url}", stream=sys.stderr, quiet=args.quiet):
+            done = publish_to_kubo(store, root, url, auth=args.rpc_auth or
+                                   os.environ.get("IPWHL_RPC_AUTH"))
+        _say(args, f"ipwhl: {url}: imported and pinned {root} ({done.car_size:,} bytes of CAR)")
+        kubo.append({"url": url, "car_size": done.car_size})
     if args.pinning_service:
         name = args.name or _release_label(store, root)
-        status = pin_remotely(
-            args.pinning_service, args.token or os.environ.get("IPWHL_PINNING_TOKEN", ""), root,
-            name=name, origins=args.origin or (), wait=args.wait,
-        )
-        if not args.quiet:
-            print(f"ipwhl: {args.pinning_service}: {root} is {status.status} "
-                  f"(request {status.requestid})", file=sys.stderr)
-            if status.status != "pinned" and status.delegates:
-                print("ipwhl: to hand it the blocks sooner: ipfs swarm connect "
-                      + " ".join(status.delegates), file=sys.stderr)
+        with Activity(f"publish: {args.pinning_service}", stream=sys.stderr, quiet=args.quiet):
+            status = pin_remotely(
+                args.pinning_service, args.token or os.environ.get("IPWHL_PINNING_TOKEN", ""),
+                root, name=name, origins=args.origin or (), wait=args.wait,
+            )
+        _say(args, f"ipwhl: {args.pinning_service}: {root} is {status.status} "
+             f"(request {status.requestid})")
+        if status.status != "pinned" and status.delegates:
+            _say(args, "ipwhl: to hand it the blocks sooner: ipfs swarm connect "
+                 + " ".join(status.delegates))
+        document["pinning_service"] = {
+            "url": args.pinning_service, "name": name, "status": status.status,
+            "requestid": status.requestid, "delegates": list(status.delegates),
+        }
+    if args.json:
+        _emit(document)
     return EXIT_OK
 
 
@@ -621,7 +831,8 @@ def _record_times(args: argparse.Namespace) -> tuple[datetime, datetime]:
 
 
 def _sign_release(args: argparse.Namespace, store: Store, cid: str, key: SecretKey,
-                  times: tuple[datetime, datetime], output: Path) -> None:
+                  times: tuple[datetime, datetime], output: Path) -> dict[str, object]:
+    """Sign `cid`, write RECORD and RECORD.minisig; returns the --json description."""
     from .trust import format_time, make_record, save_in_store, sign_record, write_signed
 
     created, expires = times
@@ -629,11 +840,21 @@ def _sign_release(args: argparse.Namespace, store: Store, cid: str, key: SecretK
     data, signature = sign_record(record, key)
     write_signed(output, data, signature)
     save_in_store(store, data, signature)
-    if not args.quiet:
-        print(f"ipwhl: signed {record.name} #{record.sequence} ({record.cid}) with key "
-              f"{key.public_key().key_id_text}, valid until "
-              f"{format_time(record.expires)}: wrote {output} and {output}.minisig",
-              file=sys.stderr)
+    key_id = key.public_key().key_id_text
+    _say(args, f"ipwhl: signed {record.name} #{record.sequence} ({record.cid}) with key "
+         f"{key_id}, valid until {format_time(record.expires)}: wrote {output} and "
+         f"{output}.minisig")
+    return {**_record_json(record), "key_id": key_id, "record": str(output),
+            "signature": f"{output}.minisig"}
+
+
+def _record_json(record: ReleaseRecord) -> dict[str, object]:
+    """A release record's fields for --json (times as RFC 3339, UTC)."""
+    from .trust import format_time
+
+    return {"name": record.name, "sequence": record.sequence, "cid": record.cid,
+            "previous": record.previous, "created": format_time(record.created),
+            "expires": format_time(record.expires)}
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -642,10 +863,14 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     key = generate()
     write_key_pair(key, Path(args.public), Path(args.secret), _passphrase(new=True)(),
                    force=args.force)
-    print(key.public_key().to_base64())
-    if not args.quiet:
-        print(f"ipwhl: wrote key {key.public_key().key_id_text}: public {args.public}, "
-              f"secret {args.secret} (encrypted; keep it secret)", file=sys.stderr)
+    public = key.public_key()
+    if args.json:
+        _emit({"public_key": public.to_base64(), "key_id": public.key_id_text,
+               "public": args.public, "secret": args.secret})
+    else:
+        print(public.to_base64())
+    _say(args, f"ipwhl: wrote key {public.key_id_text}: public {args.public}, "
+         f"secret {args.secret} (encrypted; keep it secret)")
     return EXIT_OK
 
 
@@ -659,7 +884,9 @@ def cmd_sign(args: argparse.Namespace) -> int:
     store = _store(args).open()
     times = _record_times(args)
     key = _read_key(args.key)
-    _sign_release(args, store, args.cid, key, times, Path(args.output))
+    signed = _sign_release(args, store, args.cid, key, times, Path(args.output))
+    if args.json:
+        _emit(signed)
     return EXIT_OK
 
 
@@ -678,14 +905,17 @@ def _verify(args: argparse.Namespace) -> Verified:
     pubkeys = [key for pub in args.pubkey or () for key in read_public_keys(pub)]
     state = Path(args.state) if args.state else default_state_path()
     store = _store(args)
-    fetch = _release_fetcher(store, args.gateways or ())
+    fetch = _release_fetcher(store, args.gateways or (), quiet=args.quiet)
     return verify_release(store, data, signature, pubkeys=pubkeys, state_path=state,
                           record_label=str(path), fetch=fetch)
 
 
-def _release_fetcher(store: Store, gateways: Sequence[str]) -> Callable[[str], None] | None:
+def _release_fetcher(
+    store: Store, gateways: Sequence[str], *, quiet: bool = False
+) -> Callable[[str], None] | None:
     """With gateways (--from, else $IPWHL_GATEWAYS): fetch what the store lacks of a release."""
     from .cid import CID
+    from .progress import GatewayProgress
     from .remote import configured_gateways, ensure_dag
 
     urls = configured_gateways(gateways)
@@ -693,7 +923,13 @@ def _release_fetcher(store: Store, gateways: Sequence[str]) -> Callable[[str], N
         return None
 
     def fetch(cid: str) -> None:
-        ensure_dag(store.open(), CID.parse(cid), urls)
+        progress = GatewayProgress(sys.stderr, quiet=quiet, label=f"fetch {cid[:16]}…")
+        try:
+            stats = ensure_dag(store.open(), CID.parse(cid), urls, progress=progress)
+        finally:
+            progress.close()
+        if stats is not None and not quiet:
+            print(f"ipwhl: {cid}: {progress.summary()}", file=sys.stderr)
 
     return fetch
 
@@ -703,11 +939,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
     verified = _verify(args)
     record = verified.record
-    print(record.cid)
-    if not args.quiet:
-        print(f"ipwhl: {args.record}: {record.name} #{record.sequence} signed by key "
-              f"{verified.signer.key_id_text}, valid until {format_time(record.expires)} "
-              f"({verified.status})", file=sys.stderr)
+    if args.json:
+        _emit({**_record_json(record), "key_id": verified.signer.key_id_text,
+               "status": verified.status, "record": args.record})
+    else:
+        print(record.cid)
+    _say(args, f"ipwhl: {args.record}: {record.name} #{record.sequence} signed by key "
+         f"{verified.signer.key_id_text}, valid until {format_time(record.expires)} "
+         f"({verified.status})")
     return EXIT_OK
 
 
@@ -728,15 +967,25 @@ def cmd_use(args: argparse.Namespace) -> int:
 
     verified = _verify(args)
     url = index_url(args.gateway, verified.record.cid)
+    document = {**_record_json(verified.record), "status": verified.status, "index_url": url,
+                "scope": args.scope, "configured": False, "python": None,
+                "pip": shlex.join(pip_config_command(args.scope, url)),
+                "uv": f"export UV_INDEX_URL={shlex.quote(url)}"}
     if args.print:
-        print(shlex.join(pip_config_command(args.scope, url)))
-        print(f"export UV_INDEX_URL={shlex.quote(url)}")
+        if args.json:
+            _emit(document)
+            return EXIT_OK
+        print(document["pip"])
+        print(document["uv"])
         return EXIT_OK
     python = args.python or _active_python()
     command = pip_config_command(args.scope, url, python)
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise IpwhlError(f"{shlex.join(command)} failed: {done.stderr.strip() or done.stdout}")
+    if args.json:
+        _emit({**document, "configured": True, "python": python, "pip": shlex.join(command)})
+        return EXIT_OK
     print(f"pip: global.index-url = {url} ({args.scope} config of {python})")
     print(f"uv: export UV_INDEX_URL={shlex.quote(url)}  "
           f"(or: uv pip install --index-url {shlex.quote(url)} PACKAGE)")
@@ -789,22 +1038,43 @@ def cmd_declare(args: argparse.Namespace) -> int:
         )
         if release is not None and root.resolve() == release.declarations_dir.resolve():
             remember_fetches(store, release.path, result.fetched)
-    for path in result.written:
-        print(path)
-    if not args.quiet:
-        for pick in result.declared:
-            print(f"ipwhl: declared {pick.project} {pick.version}: {len(pick.wheels)} wheel(s)",
-                  file=sys.stderr)
-        for path in result.removed:
-            print(f"ipwhl: removed {path}", file=sys.stderr)
-        if args.allow_missing:
-            for message in result.missing:
-                print(f"ipwhl: note: {message}", file=sys.stderr)
-        if result.undeclared:
-            print(f"ipwhl: note: not declared yet, but depended on: "
-                  f"{', '.join(result.undeclared)} (declare them, or use --with-deps)",
-                  file=sys.stderr)
-    result.raise_for_problems(allow_missing=args.allow_missing)
+    if args.json:
+        problems = [*result.unsatisfied, *(str(v) for v in result.violations)]
+        _emit({
+            "written": [str(path) for path in result.written],
+            "removed": [str(path) for path in result.removed],
+            "declared": [{"project": pick.project, "version": str(pick.version),
+                          "wheels": [wheel.filename for wheel in pick.wheels],
+                          "missing": [str(e) for e in pick.missing]}
+                         for pick in result.declared],
+            "missing": list(result.missing),
+            "unsatisfied": list(result.unsatisfied),
+            "violations": [str(v) for v in result.violations],
+            "undeclared": list(result.undeclared),
+            "ok": not problems and (args.allow_missing or not result.missing),
+        })
+    else:
+        for path in result.written:
+            print(path)
+    note = palette_for(sys.stderr).paint("note:", "note")
+    for pick in result.declared:
+        _say(args, f"ipwhl: declared {pick.project} {pick.version}: {len(pick.wheels)} wheel(s)")
+    for path in result.removed:
+        _say(args, f"ipwhl: removed {path}")
+    if args.allow_missing:
+        for message in result.missing:
+            _say(args, f"ipwhl: {note} {message}")
+    if result.undeclared:
+        _say(args, f"ipwhl: {note} not declared yet, but depended on: "
+             f"{', '.join(result.undeclared)} (declare them, or use --with-deps)")
+    try:
+        result.raise_for_problems(allow_missing=args.allow_missing)
+    except IpwhlError as error:
+        if not args.json:
+            raise
+        # The JSON document above says it all; one document on stdout, the line on stderr.
+        print(error_text(str(error), None, palette_for(sys.stderr)), file=sys.stderr)
+        return error.exit_code
     return EXIT_OK
 
 
@@ -812,17 +1082,37 @@ def cmd_update(args: argparse.Namespace) -> int:
     import contextlib
 
     from .declare import remember_fetches
+    from .progress import Activity
     from .pypi import SimpleIndex
     from .update import apply_update, plan_update
 
     release = _release_spec(args.release)
     store = None if args.dry_run else _store(args).open()
     with store.lock() if store is not None else contextlib.nullcontext():
-        plan = plan_update(release, SimpleIndex(_index_url(args)), projects=args.projects,
-                           store=store, workers=_workers())
+        with Activity("update: weighing newer versions", stream=sys.stderr, quiet=args.quiet):
+            plan = plan_update(release, SimpleIndex(_index_url(args)), projects=args.projects,
+                               store=store, workers=_workers())
         if store is not None:
             apply_update(plan)
             remember_fetches(store, release.path, plan.fetched)
+    if args.json:
+        _emit({
+            "dry_run": args.dry_run,
+            "proposals": [
+                {"project": p.project, "current": str(p.current),
+                 "version": str(p.version) if p.version is not None else None,
+                 "wheels": [wheel.filename for wheel in p.wheels],
+                 "held_back": [{"version": str(v), "reason": why} for v, why in p.held_back],
+                 "note": p.note}
+                for p in plan.proposals
+            ],
+            "changes": [{"project": p.project, "from": str(p.current), "to": str(p.version)}
+                        for p in plan.changes],
+            "written": [str(path) for path in sorted(plan.added)],
+            "removed": [str(path) for path in sorted(plan.removed)],
+            "diff": plan.diff(),
+        })
+        return EXIT_OK
     if args.dry_run:
         sys.stdout.write(plan.diff())
         if not args.quiet:
@@ -837,6 +1127,13 @@ def cmd_update(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_completion(args: argparse.Namespace) -> int:
+    from .completion import script
+
+    sys.stdout.write(script(_parser(), args.shell))
+    return EXIT_OK
+
+
 def _expiry(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--expires", type=_when, default="30d", metavar="WHEN",
                      help="when the record stops vouching: a duration after its creation "
@@ -848,7 +1145,12 @@ def _parser() -> argparse.ArgumentParser:
         prog="ipwhl",
         description="InterPlanetary Wheels: build, check and serve declared wheel releases "
         "on IPFS.",
-        epilog="The store is ./store unless --store or IPWHL_STORE says otherwise.",
+        epilog="The store is ./store unless --store or IPWHL_STORE says otherwise.\n\n"
+        "examples:\n  ipwhl declare requests --release release.toml --with-deps\n"
+        "  ipwhl check release.toml\n  CID=$(ipwhl build release.toml)\n"
+        "  ipwhl serve &   # pip install --index-url http://127.0.0.1:8080/ipfs/$CID/simple/ …\n"
+        "  ipwhl COMMAND --help   # options, examples; docs/tutorial.md, docs/reference/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"ipwhl {__version__}")
     common = argparse.ArgumentParser(add_help=False)
@@ -873,7 +1175,7 @@ def _parser() -> argparse.ArgumentParser:
                   "Evaluate a release without fetching: checks 1 and 4 on the declared metadata, "
                   "and which derivations are already realised.")
     sub.add_argument("release", help="the release file (release.toml)")
-    sub.add_argument("--json", action="store_true", help="machine-readable output")
+    sub.add_argument("--json", action="store_true", help=JSON_HELP)
     sub.add_argument("--on-top-of", metavar="CID",
                      help="show what a build on top of this release would redo, and why")
 
@@ -903,19 +1205,19 @@ def _parser() -> argparse.ArgumentParser:
     _expiry(sub)
 
     sub = command("get", cmd_get, "Write a release, or a part of it, out as plain files.")
-    sub.add_argument("path", metavar="CID[/PATH]")
+    sub.add_argument("path", metavar="CID[/PATH]", help="a release's CID, or a path inside it")
     sub.add_argument("-o", "--output", required=True, metavar="OUT",
                      help="a folder for a directory, a file name for a file")
 
     sub = command("ls", cmd_ls, "List a directory of a release.")
-    sub.add_argument("path", metavar="CID[/PATH]")
+    sub.add_argument("path", metavar="CID[/PATH]", help="a release's CID, or a path inside it")
 
     sub = command("diff", cmd_diff,
                   "Compare two releases: projects added, removed, upgraded, downgraded; wheels, "
                   "dependencies and environments.")
     sub.add_argument("old", metavar="OLD", help="the earlier release's CID")
     sub.add_argument("new", metavar="NEW", help="the later release's CID")
-    sub.add_argument("--json", action="store_true", help="machine-readable output")
+    sub.add_argument("--json", action="store_true", help=JSON_HELP)
 
     sub = command(
         "serve", cmd_serve, "Serve the store as a read-only path gateway at /ipfs/<cid>/."
@@ -925,7 +1227,7 @@ def _parser() -> argparse.ArgumentParser:
 
     sub = command("export", cmd_export,
                   "Write a release, or a part of it, as a CAR file, as `ipfs dag export` does.")
-    sub.add_argument("path", metavar="CID[/PATH]")
+    sub.add_argument("path", metavar="CID[/PATH]", help="a release's CID, or a path inside it")
     sub.add_argument("-o", "--output", required=True, metavar="FILE.car",
                      help="the CAR file to write ('-' for stdout)")
 
@@ -939,7 +1241,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = command("fetch", cmd_fetch,
                   "Fetch a release from trustless IPFS gateways, verifying every block; "
                   "run again to resume.")
-    sub.add_argument("cid", metavar="CID")
+    sub.add_argument("cid", metavar="CID", help="the release's root CID")
     sub.add_argument("--from", dest="gateways", action="append", metavar="URL",
                      help="a gateway such as https://ipfs.io (repeatable, tried in order; "
                      "default: $IPWHL_GATEWAYS, comma-separated)")
@@ -951,7 +1253,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = command("publish", cmd_publish,
                   "Put a release onto IPFS: import and pin it on a kubo node, and/or ask a "
                   "pinning service to pin it.")
-    sub.add_argument("cid", metavar="CID")
+    sub.add_argument("cid", metavar="CID", help="the release's root CID")
     sub.add_argument("--to", action="append", metavar="URL",
                      help="a kubo node's RPC API, http://127.0.0.1:5001 or /ip4/…/tcp/5001 "
                      "(repeatable)")
@@ -972,12 +1274,18 @@ def _parser() -> argparse.ArgumentParser:
     nested.add_argument("--store", metavar="DIR", help="the store")
     nested.add_argument("-v", "--verbose", action="store_true", help="show tracebacks on errors")
     nested.add_argument("-q", "--quiet", action="store_true", help="print only results")
+    nested.add_argument("--json", action="store_true", help=JSON_HELP)
 
     def subcommand(
         group: argparse._SubParsersAction, name: str, run: Callable[[argparse.Namespace], int],
         summary: str,
     ) -> argparse.ArgumentParser:
-        sub = group.add_parser(name, parents=[nested], help=summary, description=summary)
+        parent = group._prog_prefix.split()[-1]  # "ipwhl roots" -> roots
+        sub = group.add_parser(
+            name, parents=[nested], help=summary, description=summary,
+            epilog=EXAMPLES.get(f"{parent} {name}"),
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         sub.set_defaults(run=run)
         return sub
 
@@ -990,7 +1298,8 @@ def _parser() -> argparse.ArgumentParser:
     pin.add_argument("cid", metavar="CID", help="the release's root CID")
     unpin = subcommand(roots, "rm", cmd_roots_rm,
                        "Unpin one release of a line (NAME@SEQ) or all of them (NAME).")
-    unpin.add_argument("root", metavar="NAME[@SEQ]")
+    unpin.add_argument("root", metavar="NAME[@SEQ]",
+                       help="a release line (all its releases) or one release of it")
 
     sub = command("gc", cmd_gc,
                   "Delete every object, block and record no GC root reaches, and print what was "
@@ -1101,7 +1410,62 @@ def _parser() -> argparse.ArgumentParser:
     index_option(sub)
     sub.add_argument("--dry-run", action="store_true",
                      help="print the plan as a unified diff of the declarations, change nothing")
+
+    sub = command("completion", cmd_completion,
+                  "Print a completion script for a shell, generated from ipwhl's own commands "
+                  "and options.")
+    sub.add_argument("shell", choices=SHELLS, metavar="SHELL", help="bash, zsh or fish")
+
+    for name, sub in commands.choices.items():
+        # Every command that reports can say it as JSON; eval and diff define their own.
+        if name not in NO_JSON and not any("--json" in a.option_strings for a in sub._actions):
+            sub.add_argument("--json", action="store_true", help=JSON_HELP)
     return parser
+
+
+_CID_TEXT = re.compile(r"\b(Qm[1-9A-HJ-NP-Za-km-z]{44}|b[a-z2-7]{50,})\b")
+
+
+def _hint(error: BaseException, args: argparse.Namespace) -> str | None:
+    """The next step after `error`, when there is one: an error may carry its own `hint`."""
+    from .store import default_store_path
+    from .trust import Unavailable
+
+    given = getattr(error, "hint", None)
+    if isinstance(given, str) and given:
+        return given
+    message = str(error)
+    if isinstance(error, Unavailable):
+        return ("pass --from URL (a trustless gateway, such as the publisher's) to fetch the "
+                "release once its record checks out")
+    if isinstance(error, NotFound) and error.exit_code == NotFound.exit_code:
+        store = default_store_path(getattr(args, "store", None))
+        found = _CID_TEXT.search(message)
+        if not (store / "FORMAT").exists() and found:
+            shown = store if store.is_absolute() else f"./{store}"
+            return (f"there is no store at {shown}: run `ipwhl build RELEASE.toml` first, or "
+                    "pass --store DIR (or set IPWHL_STORE)")
+        if found:
+            return (f"`ipwhl fetch {found[1]} --from URL` fetches it from a gateway (such as "
+                    "https://ipfs.io), or build it with `ipwhl build`")
+    if type(error).__name__ == "InvalidKey" and "cannot read" in message:
+        return "`ipwhl keygen --public release.pub --secret release.key` makes a key pair"
+    return None
+
+
+def _report(args: argparse.Namespace, error: BaseException, message: str, code: int,
+            hint: str | None, violations: Sequence[object] = ()) -> int:
+    """Print an error as `ipwhl: error: …` (+ `hint: …`), and as JSON too under --json."""
+    if getattr(args, "verbose", False):
+        traceback.print_exception(error)
+    if violations:
+        _print_violations(violations)
+    else:
+        print(error_text(message, hint, palette_for(sys.stderr)), file=sys.stderr)
+    if getattr(args, "json", False):
+        _emit({"error": message, "exit_code": code, "hint": hint,
+               "violations": [str(v) for v in violations]})
+    return code
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1113,21 +1477,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except DeclarationError as error:
-        _print_violations(error.violations)
-        return error.exit_code
+        return _report(args, error, f"{len(error.violations)} violation(s)", error.exit_code,
+                       None, error.violations)
     except IpwhlError as error:
-        if args.verbose:
-            traceback.print_exc()
-        print(f"ipwhl: error: {error}", file=sys.stderr)
-        return error.exit_code
+        return _report(args, error, str(error), error.exit_code, _hint(error, args))
     except KeyboardInterrupt:
         print("ipwhl: interrupted", file=sys.stderr)
         return 130
     except OSError as error:
-        if args.verbose:
-            traceback.print_exc()
-        print(f"ipwhl: error: {error}", file=sys.stderr)
-        return 1
+        where = f"{error.filename}: " if error.filename else ""
+        message = f"{where}{error.strerror or error}"
+        return _report(args, error, message, 1, None)
+    except Exception as error:  # a bug: still one line, the traceback with -v
+        return _report(args, error, f"internal error: {type(error).__name__}: {error}",
+                       EXIT_INTERNAL, "this is a bug in ipwhl: run the command again with -v "
+                       "for the traceback, and report it")
 
 
 if __name__ == "__main__":
