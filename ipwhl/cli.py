@@ -555,11 +555,13 @@ def _positive(text: str) -> int:
 
 def cmd_get(args: argparse.Namespace) -> int:
     from .dag import resolve, split_path, write_out
+    from .progress import Activity
 
     store = _store(args)
     root, segments = split_path(args.path)
     target = resolve(store, root, segments)
-    count = write_out(store, target.cid, Path(args.output))
+    with Activity(f"get: writing {args.output}", stream=sys.stderr, quiet=args.quiet):
+        count = write_out(store, target.cid, Path(args.output))
     _say(args, f"ipwhl: wrote {count} file(s) to {args.output}")
     if args.json:
         _emit({"cid": str(target.cid), "output": args.output, "files": count})

@@ -411,6 +411,64 @@ def test_the_bash_script_completes_commands_options_and_values(
     assert _bash_complete(script, "ipwhl build --sign rel") == ["release.toml"]
 
 
+_ZSH_HARNESS = """
+compdef() { : }
+source %s
+# Stand-ins for the completion system: print what would be offered.
+_describe() { local -a items; items=("${(@P)${@[-1]}}"); print -l -- ${items%%%%:*} }
+compadd() { [[ $1 == -a ]] && print -l -- "${(@P)2}" }
+_files() { print -- "<files>" }
+words=(${=LINE}); [[ $LINE == *" " ]] && words+=("")
+CURRENT=${#words}
+_ipwhl
+"""
+
+
+@pytest.mark.skipif(shutil.which("zsh") is None, reason="no zsh")
+def test_the_zsh_script_completes_commands_options_and_values(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert main(["completion", "zsh"]) == 0
+    script = tmp_path / "_ipwhl"
+    script.write_text(capsys.readouterr().out)
+    harness = tmp_path / "harness.zsh"
+    harness.write_text(_ZSH_HARNESS % script)
+
+    def offered(line: str) -> list[str]:
+        done = subprocess.run(["zsh", "-f", str(harness)], env=dict(os.environ, LINE=line),
+                              capture_output=True, text=True, check=True)
+        return sorted(done.stdout.split())
+
+    assert offered("ipwhl ro") == sorted(commands())  # _describe narrows to the prefix
+    assert offered("ipwhl roots ") == ["add", "rm"]
+    assert offered("ipwhl roots --store x add --") == sorted(flags(("roots", "add")))
+    assert offered("ipwhl use r --scope ") == ["global", "site", "user"]
+    assert offered("ipwhl completion ") == ["bash", "fish", "zsh"]
+    assert offered("ipwhl build --sign ") == ["<files>"]
+
+
+@pytest.mark.skipif(shutil.which("fish") is None, reason="no fish")
+def test_the_fish_script_completes_commands_options_and_values(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert main(["completion", "fish"]) == 0
+    script = tmp_path / "ipwhl.fish"
+    script.write_text(capsys.readouterr().out)
+
+    def offered(line: str) -> list[str]:
+        done = subprocess.run(["fish", "--no-config", "-c",
+                               f"source {script}; complete -C {shlex.quote(line)}"],
+                              capture_output=True, text=True, check=True)
+        return sorted(entry.split("\t")[0] for entry in done.stdout.splitlines())
+
+    assert offered("ipwhl ro") == ["roots"]
+    assert offered("ipwhl roots ") == ["add", "rm"]
+    assert offered("ipwhl use r --scope ") == ["global", "site", "user"]
+    assert offered("ipwhl completion ") == ["bash", "fish", "zsh"]
+    assert offered("ipwhl gc --dr") == ["--dry-run"]
+    assert "--repair" in offered("ipwhl store verify --")
+
+
 # -- --json: every document parses and has the keys its reference page documents ----------------
 
 
