@@ -630,3 +630,25 @@ def test_json_documents_say_what_happened(documents: dict[str, Any]) -> None:
          "missing": []}]
     assert documents["update"]["changes"] == [{"project": "lib", "from": "1.0", "to": "2.0"}]
     assert documents["update"]["diff"].startswith("--- a/pkgs/lib/lib-1.0-py3-none-any.toml")
+
+
+@pytest.mark.slow
+def test_the_import_check_document_has_the_documented_keys(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import platform
+
+    from tests.releasefactory import Project, write_release
+
+    here = f"cp{sys.version_info.major}{sys.version_info.minor} manylinux_2_17_{platform.machine()}"
+    release = write_release(tmp_path / "r", [
+        Project("boom", "1.0", modules={"boom/__init__.py": "raise RuntimeError('boom')\n"}),
+    ], supported=[here])
+    code = main(["check", str(release.path), "--import", "--json", "--store",
+                 str(tmp_path / "s")])
+    document = json.loads(capsys.readouterr().out)
+    if not document["imports"]["checks"]:
+        pytest.skip(f"this machine cannot run {here}")
+    assert code == 4 and document["ok"] is False
+    assert document["imports"]["checks"][0]["failures"][0]["error"] == "RuntimeError: boom"
+    _assert_documented("check --import", document)
