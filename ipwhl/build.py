@@ -377,7 +377,12 @@ def read_release_info(store: Store, root: CID) -> Mapping[str, Any]:
     if release_link is None:
         raise NotFound(f"{root} is not an ipwhl release: it has no ipwhl/release.toml")
     data = b"".join(_file_bytes(store, release_link.cid))
-    return tomli.loads(data.decode())
+    try:
+        return tomli.loads(data.decode())
+    except (UnicodeDecodeError, tomli.TOMLDecodeError, RecursionError) as exc:
+        raise NotFound(
+            f"{root} is not an ipwhl release: its ipwhl/release.toml is not TOML ({exc})"
+        ) from None
 
 
 def _file_bytes(store: Store, cid: CID) -> Iterable[bytes]:

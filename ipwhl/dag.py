@@ -119,16 +119,31 @@ def iter_bytes(store: Store, cid: CID, start: int = 0, end: int | None = None) -
 
 def write_out(store: Store, cid: CID, out: Path) -> int:
     """Write a file or a directory out as plain files, like `ipfs get`; returns files written."""
+    return _write_tree(store, cid, out, 0)
+
+
+# Far deeper than any release; a crafted DAG could otherwise nest past Python's stack.
+_MAX_WRITE_DEPTH = 256
+
+
+def _write_tree(store: Store, cid: CID, out: Path, depth: int) -> int:
     target = node(store, cid)
     if not target.is_dir:
         _write_file(store, cid, out)
         return 1
+    if depth >= _MAX_WRITE_DEPTH:
+        raise InvalidPath(f"directory {cid} is nested more than {_MAX_WRITE_DEPTH} deep")
     out.mkdir(parents=True, exist_ok=True)
     count = 0
+    seen: set[str] = set()
     for link in list_dir(store, cid):
-        if link.name in {"", ".", ".."} or "/" in link.name or os.sep in link.name:
-            raise InvalidPath(f"directory {cid} has an entry named {link.name!r}; refusing it")
-        count += write_out(store, link.cid, out / link.name)
+        name = link.name
+        if name in {"", ".", ".."} or "/" in name or os.sep in name or "\0" in name:
+            raise InvalidPath(f"directory {cid} has an entry named {name!r}; refusing it")
+        if name in seen:
+            raise InvalidPath(f"directory {cid} has two entries named {name!r}; refusing it")
+        seen.add(name)
+        count += _write_tree(store, link.cid, out / name, depth + 1)
     return count
 
 

@@ -123,11 +123,16 @@ def _declarations_of(store: Store, root: CID, project: str) -> list[Mapping[str,
         except NotFound:
             continue
         files = dag.walk_files(store, folder.cid)
-        return [
-            {"filename": name.removesuffix(".toml") + ".whl",
-             **tomli.loads(b"".join(dag.iter_bytes(store, cid)).decode())}
-            for name, cid in sorted(files.items())
-        ]
+        try:
+            return [
+                {"filename": name.removesuffix(".toml") + ".whl",
+                 **tomli.loads(b"".join(dag.iter_bytes(store, cid)).decode())}
+                for name, cid in sorted(files.items())
+            ]
+        except (UnicodeDecodeError, tomli.TOMLDecodeError, RecursionError) as exc:
+            raise NotFound(
+                f"{root} is not an ipwhl release: a declaration of {project} is not TOML ({exc})"
+            ) from None
     return []
 
 

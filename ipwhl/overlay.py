@@ -51,7 +51,12 @@ def load_previous(store: Store, cid: CID) -> PreviousRelease:
     declarations_link = unixfs.lookup(ipwhl_dir.cid, "declarations", get)
     if release_link is None or declarations_link is None:
         raise NotFound(f"{cid} is not an ipwhl release: no ipwhl/release.toml or declarations/")
-    info = tomli.loads(b"".join(dag.iter_bytes(store, release_link.cid)).decode())
+    try:
+        info = tomli.loads(b"".join(dag.iter_bytes(store, release_link.cid)).decode())
+    except (UnicodeDecodeError, tomli.TOMLDecodeError, RecursionError) as exc:
+        raise NotFound(
+            f"{cid} is not an ipwhl release: its ipwhl/release.toml is not TOML ({exc})"
+        ) from None
     declaration_cids = dag.walk_files(store, declarations_link.cid)
     projects = {
         link.name: link for link in dag.list_dir(store, simple_dir.cid) if link.name != "index.html"
