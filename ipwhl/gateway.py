@@ -19,6 +19,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import email.utils
+import functools
 import hashlib
 import html
 import logging
@@ -39,7 +40,7 @@ import h11
 from . import __version__, car, dag, unixfs
 from .cid import CID, IDENTITY
 from .errors import IntegrityError, IpwhlError, NotFound
-from .store import Store
+from .store import Layout, Store
 from .unixfs import Link
 
 __all__ = ["Gateway", "GatewayConfig", "GatewayError", "running", "serve"]
@@ -64,6 +65,8 @@ _BLOCK_CACHE_BYTES = 32 << 20  # verified blocks read while resolving (directori
 _CACHED_BLOCK = 1 << 20  # the largest block the block cache keeps
 _SMALL_FILE = 256 * 1024  # files up to this size are kept whole once read (pages, METADATA)
 _SMALL_CACHE_BYTES = 64 << 20
+_LEAF_CACHE_BYTES = 64 << 20  # verified raw leaves of larger files (popular wheels)
+_LAYOUT_ENTRIES = 4096
 # A large body is read this much per trip to a worker thread.
 _BODY_PIECE = 1 << 20
 # Over the connection cap a client gets its 503 and this long to read it before we hang up.
@@ -271,6 +274,30 @@ def _listing(path: str, entries: list[Link]) -> bytes:
     return page.encode("utf-8", "surrogateescape")
 
 
+def _parse_path(path: str) -> tuple[CID, tuple[str, ...]]:
+    """`/ipfs/CID/PATH` checked and split (remembered: clients ask for the same paths again)."""
+    return _parse_short_path(path) if len(path) <= 1024 else _split_path(path)
+
+
+def _split_path(path: str) -> tuple[CID, tuple[str, ...]]:
+    if _BAD_PERCENT.search(path):
+        raise _BadRequest("malformed percent-encoding")
+    for segment in path.split("/"):
+        try:
+            urllib.parse.unquote_to_bytes(segment).decode("utf-8")
+        except UnicodeDecodeError:
+            raise _BadRequest("percent-encoded bytes are not UTF-8") from None
+    root, segments = dag.split_path(path[len("/ipfs/") :])
+    return root, tuple(segments)
+
+
+_parse_short_path = functools.lru_cache(maxsize=4096)(_split_path)
+
+
+# A CID's text is base32 work each time: the same few are named in every ETag.
+_cid_text = functools.lru_cache(maxsize=16384)(str)
+
+
 class _Answerer:
     """Turns one parsed request into a reply, reading the store; never raises for bad input."""
 
@@ -279,6 +306,9 @@ class _Answerer:
         self._nodes: _Lru[tuple[CID, tuple[str, ...]], dag.Node] = _Lru(_NODE_ENTRIES)
         self._blocks: _Lru[CID, bytes] = _Lru(_BLOCK_CACHE_BYTES, len)
         self._small: _Lru[CID, bytes] = _Lru(_SMALL_CACHE_BYTES, len)
+        self._leaves: _Lru[CID, bytes] = _Lru(_LEAF_CACHE_BYTES, len)
+        # A file's layout, or False for a file that has none (its blocks are read instead).
+        self._layouts: _Lru[CID, Layout | bool] = _Lru(_LAYOUT_ENTRIES)
 
     def answer(self, request: _Request, *, inline: bool = False) -> _Reply:
         """The reply to `request`. With `inline` (on the event loop) it is made from the caches
@@ -310,14 +340,8 @@ class _Answerer:
 
     def _ipfs(self, request: _Request, inline: bool) -> _Reply:
         path = request.path
-        if _BAD_PERCENT.search(path):
-            raise _BadRequest("malformed percent-encoding")
-        for segment in path.split("/"):
-            try:
-                urllib.parse.unquote_to_bytes(segment).decode("utf-8")
-            except UnicodeDecodeError:
-                raise _BadRequest("percent-encoded bytes are not UTF-8") from None
-        root, segments = dag.split_path(path[len("/ipfs/") :])
+        root, parsed = _parse_path(path)
+        segments = list(parsed)
         cache_control = (request.header("cache-control") or "").lower()
         if "only-if-cached" in cache_control:
             if inline:
@@ -356,6 +380,25 @@ class _Answerer:
             self._nodes.put(key, found)
         return found
 
+    def _chunks(self, cid: CID, start: int, end: int) -> Iterator[bytes]:
+        """Bytes [start, end) of a file, leaf by leaf, each verified once and then kept."""
+        layout = self._layouts.get(cid)
+        if layout is None:
+            layout = self.store.get_layout(cid) or False
+            self._layouts.put(cid, layout)
+        if layout is False:
+            yield from dag.iter_bytes(self.store, cid, start, end)
+            return
+        assert isinstance(layout, Layout)
+        for leaf, offset, length in layout.leaves:
+            if offset + length <= start or offset >= end:
+                continue
+            data = self._leaves.get(leaf)
+            if data is None:
+                data = b"".join(self.store.iter_layout(layout, offset, offset + length))
+                self._leaves.put(leaf, data)
+            yield data[max(start - offset, 0) : min(end - offset, length)]
+
     def _get_block(self, cid: CID) -> bytes:
         data = self._blocks.get(cid)
         if data is None:
@@ -387,7 +430,7 @@ class _Answerer:
         common: list[tuple[str, str]],
         inline: bool = False,
     ) -> _Reply:
-        etag = f'"{node.cid}"'
+        etag = f'"{_cid_text(node.cid)}"'
         headers = [("ETag", etag), *common]
         conditional = request.header("if-none-match")
         if conditional is not None and _etag_matches(conditional, etag):
@@ -428,7 +471,7 @@ class _Answerer:
         if inline:
             raise _NeedsStore
         # Read the first leaf now: a missing or corrupt one still gets an honest status line.
-        chunks = dag.iter_bytes(self.store, node.cid, start, end)
+        chunks = self._chunks(node.cid, start, end)
         reply.first = _next_chunk(chunks)
         reply.rest = chunks
         return reply
@@ -660,8 +703,10 @@ class _Connection:
     async def run(self) -> None:
         while True:
             try:
-                async with asyncio.timeout(self.timeout):
-                    event = await self._next_event()
+                event = self.http.next_event()  # a request already read needs no timer
+                if event is h11.NEED_DATA:
+                    async with asyncio.timeout(self.timeout):
+                        event = await self._next_event()
             except TimeoutError:
                 if self.http.trailing_data[0] and self.http.our_state is h11.IDLE:
                     await self._send_final(408, "request timeout")
@@ -708,6 +753,9 @@ class _Connection:
             self.writer.writelines(data)
         else:
             self.writer.write(data)
+        if not self.writer.transport.get_write_buffer_size():
+            await self.writer.drain()  # nothing buffered: it cannot wait, only raise if closed
+            return
         # A client that stops reading is dropped like one that stops sending.
         async with asyncio.timeout(self.timeout):
             await self.writer.drain()
@@ -754,8 +802,10 @@ class _Connection:
         discarded = 0
         while self.http.their_state is h11.SEND_BODY:
             try:
-                async with asyncio.timeout(self.timeout):
-                    event = await self._next_event()
+                event = self.http.next_event()  # usually read with the request: no timer
+                if event is h11.NEED_DATA:
+                    async with asyncio.timeout(self.timeout):
+                        event = await self._next_event()
             except (TimeoutError, h11.RemoteProtocolError):
                 return False
             if isinstance(event, h11.Data):
