@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import blake3
 import tomli
@@ -29,15 +29,21 @@ from .checks import (
     to_violations,
 )
 from .cid import CID
-from .declarations import load_declarations
+from .declarations import DeclarationSummary, load_declarations, prefix_of
 from .derivations import Derivation, Realiser
 from .errors import CheckFailed, FetchError, IntegrityError, NotFound, Violation
 from .evaluator import Plan, ProjectPlan, WheelPlan, plan_release
 from .fetch import FetchedFile, fetch_into_store
-from .overlay import Overlay, load_previous, plan_overlay
+from .overlay import Overlay, load_previous, plan_overlay, save_index
 from .releasefile import ReleaseSpec, load_release
 from .store import Store
-from .wheels import CoreMetadata, InvalidWheel, inspect_wheel
+from .wheels import (
+    CoreMetadata,
+    InvalidWheel,
+    WheelFilename,
+    inspect_wheel,
+    parse_wheel_filename,
+)
 
 __all__ = [
     "BuildResult",
@@ -64,10 +70,18 @@ class Progress:
     def finish(self) -> None: ...
 
 
-def load_plan(release_path: Any) -> Plan:
-    """Read a release file and its declarations and plan their derivations (no I/O beyond them)."""
+def load_plan(release_path: Any, store: Store | None = None) -> Plan:
+    """Read a release file and its declarations and plan their derivations (no I/O beyond them).
+
+    With a `store`, declarations unchanged since they were last read there are not read again
+    (see `ipwhl.declcache`)."""
     spec = load_release(release_path)
-    declarations = load_declarations(spec.declarations_dir)
+    cache = None
+    if store is not None:
+        from .declcache import DeclarationCache
+
+        cache = DeclarationCache.in_store(store.root, spec.declarations_dir)
+    declarations = load_declarations(spec.declarations_dir, cache)
     return plan_release(spec, declarations)
 
 
@@ -216,7 +230,8 @@ def check_release(
     findings: list[Finding] = []
     projects = plan.projects
     if overlay is not None:
-        projects = tuple(p for p in plan.projects if p.project in overlay.recheck | overlay.rebuilt)
+        redone = overlay.recheck | overlay.rebuilt
+        projects = tuple(p for p in plan.projects if p.project in redone)
     wheels = [
         w for p in projects for w in p.wheels if overlay is None or p.project in overlay.rebuilt
     ]
@@ -299,21 +314,31 @@ class _DagWriter:
         return Entry("", CID.parse(record["cid"]), record["tsize"])
 
     def directory(self, entries: Iterable[Entry]) -> Entry:
-        listed = sorted(entries, key=lambda e: e.name.encode())
-        derivation = Derivation(
-            "directory", DIRECTORY_VERSION,
-            {"entries": [[e.name, str(e.cid), e.tsize] for e in listed]},
+        # Not a derivation: encoding a directory costs what keying it would.
+        links = [unixfs.Link(e.name, e.cid, e.tsize) for e in entries]
+        cid, tsize, blocks = unixfs.encode_directory(links)
+        for block in blocks:
+            self.store.put_block(block.cid, block.data)
+        return Entry("", cid, tsize)
+
+    def update(self, previous: unixfs.Link, changes: Mapping[str, Entry | None]) -> Entry:
+        """The directory `previous` with some entries changed (None: removed); only the HAMT
+        shards on the path of a change are written."""
+        if not changes:
+            return Entry("", previous.cid, previous.tsize)
+        cid, tsize, blocks = unixfs.update_directory(
+            previous.cid,
+            {name: None if e is None else unixfs.Link(name, e.cid, e.tsize)
+             for name, e in changes.items()},
+            self.store.get_block,
         )
+        for block in blocks:
+            self.store.put_block(block.cid, block.data)
+        return Entry("", cid, tsize)
 
-        def build() -> dict[str, Any]:
-            links = [unixfs.Link(e.name, e.cid, e.tsize) for e in listed]
-            cid, tsize, blocks = unixfs.encode_directory(links)
-            for block in blocks:
-                self.store.put_block(block.cid, block.data)
-            return {"cid": str(cid), "tsize": tsize}
-
-        record = self.realiser.realise(derivation, build, valid=self._valid)
-        return Entry("", CID.parse(record["cid"]), record["tsize"])
+    def verbatim(self, data: bytes) -> Entry:
+        cid, tsize = add_bytes(self.store, data)
+        return Entry("", cid, tsize)
 
     def tree(self, files: Mapping[str, Entry]) -> Entry:
         """A directory tree from POSIX relative paths to file entries."""
@@ -330,6 +355,55 @@ class _DagWriter:
             here.append(Entry(name, sub.cid, sub.tsize))
         return self.directory(here)
 
+    def update_tree(
+        self, previous: unixfs.Link, remove: Iterable[str], add: Mapping[str, Entry]
+    ) -> Entry | None:
+        """The tree `previous` without the folders `remove` and with the files `add` (both
+        POSIX relative paths); None when nothing is left, as a tree of no files has no folder."""
+        removed_here: set[str] = set()
+        remove_below: dict[str, list[str]] = {}
+        for path in remove:
+            head, _, rest = path.partition("/")
+            if rest:
+                remove_below.setdefault(head, []).append(rest)
+            else:
+                removed_here.add(head)
+        add_here: dict[str, Entry] = {}
+        add_below: dict[str, dict[str, Entry]] = {}
+        for relpath, entry in add.items():
+            head, _, rest = relpath.partition("/")
+            if rest:
+                add_below.setdefault(head, {})[rest] = entry
+            else:
+                add_here[head] = entry
+        changes: dict[str, Entry | None] = dict.fromkeys(removed_here)
+        for name in remove_below.keys() | add_below.keys():
+            link = None if name in removed_here else unixfs.lookup(
+                previous.cid, name, self.store.get_block
+            )
+            if link is None:
+                if name in add_below:
+                    changes[name] = _named(name, self.tree(add_below[name]))
+            else:
+                sub = self.update_tree(link, remove_below.get(name, ()), add_below.get(name, {}))
+                changes[name] = None if sub is None else _named(name, sub)
+        for name, entry in add_here.items():
+            changes[name] = _named(name, entry)
+        updated = self.update(previous, changes)
+        return None if updated.cid == _EMPTY_DIRECTORY else updated
+
+    def declaration(self, plan: Plan, summary: DeclarationSummary) -> Entry:
+        """A declaration file, verbatim; read only when the store lacks it."""
+        cid = CID.from_bytes(summary.file_cid)
+        if not self.store.has_block(cid):
+            written, _ = add_bytes(self.store, plan.declarations.load(summary).text)
+            if written != cid:
+                raise IntegrityError(f"{summary.relpath} changed while it was being read")
+        return Entry(summary.relpath, cid, summary.file_tsize)
+
+
+_EMPTY_DIRECTORY = unixfs.encode_directory([])[0]
+
 
 def _named(name: str, entry: Entry) -> Entry:
     return Entry(name, entry.cid, entry.tsize)
@@ -341,8 +415,8 @@ def _project_directory(
     links = []
     entries = []
     for wheel_plan in project.wheels:
-        realised = wheels[wheel_plan.declaration.relpath]
-        filename = wheel_plan.declaration.filename
+        realised = wheels[wheel_plan.summary.relpath]
+        filename = wheel_plan.summary.filename
         links.append(
             index.WheelLink(
                 filename=filename,
@@ -359,12 +433,8 @@ def _project_directory(
                 realised.inspected["metadata_tsize"],
             )
         )
-    page = writer.file(
-        "project-page",
-        {"project": project.project,
-         "wheels": [[w.filename, w.sha256, w.requires_python, w.metadata_sha256] for w in links]},
-        lambda: index.project_page(project.project, links),
-    )
+    # Not a derivation: rendering the page costs less than looking up a record of it would.
+    page = writer.verbatim(index.project_page(project.project, links))
     entries.append(_named("index.html", page))
     return writer.directory(entries)
 
@@ -425,7 +495,9 @@ def build_release(
         def build() -> dict[str, Any]:
             layered: Overlay | None = None
             if previous is not None and overlay:
-                layered = plan_overlay(plan, load_previous(store, CID.parse(previous)))
+                earlier = load_previous(store, CID.parse(previous), remember=True)
+                realiser.used.add(earlier.index_key)
+                layered = plan_overlay(plan, earlier)
             checked = check_release(store, plan, realiser=realiser, progress=progress,
                                     workers=workers, overlay=layered)
             checked.raise_for_violations()
@@ -510,9 +582,11 @@ def write_dag(
     overlay: Overlay | None = None,
     extras: Mapping[str, bytes] | None = None,
 ) -> BuildResult:
-    """Write every page and directory of a checked release (each a derivation); return the root.
+    """Write every page and directory of a checked release; return the root.
 
-    Projects an `overlay` does not rebuild keep their previous directory, CID for CID.
+    Pages are derivations; directories are encoded (as cheap as keying them would be). With an
+    `overlay`, projects it does not rebuild keep their previous directory, CID for CID, and only
+    the shards of `simple/` and `ipwhl/declarations/` on the path of a change are written.
     """
     spec: ReleaseSpec = plan.spec
     previous = on_top_of or spec.on_top_of
@@ -522,20 +596,44 @@ def write_dag(
             sequence = int(read_release_info(store, CID.parse(previous)).get("sequence", 0)) + 1
     sequence = 1 if sequence is None else sequence
     writer = _DagWriter(store, realiser)
-
-    project_entries = []
-    for project in plan.projects:
-        if overlay is not None and overlay.reuses(project.project):
-            link = overlay.previous.projects[project.project]
-            project_entries.append(Entry(project.project, link.cid, link.tsize))
-        else:
-            entry = _project_directory(writer, project, checked.wheels)
-            project_entries.append(_named(project.project, entry))
     project_names = [p.project for p in plan.projects]
-    root_page = writer.file(
-        "simple-index", {"projects": project_names}, lambda: index.root_page(project_names)
-    )
-    simple = writer.directory([*project_entries, _named("index.html", root_page)])
+
+    def root_page() -> Entry:
+        page = writer.file(
+            "simple-index", {"projects": project_names}, lambda: index.root_page(project_names)
+        )
+        return _named("index.html", page)
+
+    summaries = plan.declarations.summaries
+    if overlay is None:
+        project_entries = [
+            _named(p.project, _project_directory(writer, p, checked.wheels))
+            for p in plan.projects
+        ]
+        simple = writer.directory([*project_entries, root_page()])
+        declarations: Entry | None = writer.tree(
+            {s.relpath: writer.declaration(plan, s) for s in summaries}
+        )
+    else:
+        # Only what changed is written: the rest of simple/ and ipwhl/declarations/ is the
+        # previous release's, shard for shard, and the result is what a full build writes.
+        changes: dict[str, Entry | None] = dict.fromkeys(overlay.removed)
+        for project in plan.projects:
+            if project.project in overlay.rebuilt:
+                entry = _project_directory(writer, project, checked.wheels)
+                changes[project.project] = _named(project.project, entry)
+        if overlay.added or overlay.removed:
+            changes["index.html"] = root_page()
+        simple = writer.update(overlay.previous.simple, changes)
+        redone = overlay.rebuilt | overlay.removed
+        declarations = writer.update_tree(
+            overlay.previous.declarations,
+            [path for p in redone for path in (p, f"{prefix_of(p)}/{p}")],
+            {s.relpath: writer.declaration(plan, s)
+             for p in overlay.rebuilt for s in plan.summaries[p]},
+        )
+        if declarations is None:
+            declarations = writer.directory([])
 
     info = index.ReleaseInfo(
         name=spec.name,
@@ -549,45 +647,61 @@ def write_dag(
         "date": info.date, "supported": list(info.supported),
     }
     release_toml = writer.file("release-toml", info_inputs, lambda: index.release_toml(info))
-    declaration_files = {
-        d.relpath: writer.file("verbatim", {"text": d.text}, lambda d=d: d.text)
-        for d in plan.declarations.declarations
-    }
-    declarations = writer.tree(declaration_files)
+    assert declarations is not None
     ipwhl_entries = [_named("release.toml", release_toml), _named("declarations", declarations)]
     if extras is None:
         extras = _ipwhl_extras(store, spec, previous)
     for name, data in extras.items():
-        page = writer.file("verbatim", {"text": data}, lambda data=data: data)
-        ipwhl_entries.append(_named(name, page))
+        ipwhl_entries.append(_named(name, writer.verbatim(data)))
     ipwhl_dir = writer.directory(ipwhl_entries)
-    rows = _project_rows(plan)
-    landing = writer.file(
-        "landing-page",
-        {"release": info_inputs,
-         "rows": [[r.project, r.version, list(r.wheels), list(r.environments)] for r in rows]},
-        lambda: index.landing_page(info, rows),
-    )
+    if len(plan.projects) > index.LANDING_PAGE_PROJECTS:
+        counts = index.ReleaseCounts(len(plan.projects), len(summaries))
+        landing = writer.file(
+            "landing-page",
+            {"release": info_inputs, "counts": [counts.projects, counts.wheels]},
+            lambda: index.landing_page(info, counts),
+        )
+    else:
+        rows = _project_rows(plan)
+        landing = writer.file(
+            "landing-page",
+            {"release": info_inputs,
+             "rows": [[r.project, r.version, list(r.wheels), list(r.environments)]
+                      for r in rows]},
+            lambda: index.landing_page(info, rows),
+        )
     root = writer.directory(
         [_named("index.html", landing), _named("simple", simple), _named("ipwhl", ipwhl_dir)]
     )
+    # What the next overlay compares itself with, kept beside the release.
+    realiser.used.add(save_index(store, root.cid, plan.project_digests))
     return BuildResult(root.cid, spec.name, sequence, previous, realiser)
 
 
 def _project_rows(plan: Plan) -> list[index.ProjectRow]:
     rows = []
     for project in plan.projects:
+        wheels = [
+            _Installable(parse_wheel_filename(s.filename), s.requires_python)
+            for s in project.summaries
+        ]
         environments = tuple(
             e.line for e in plan.spec.supported
-            if any(installable(d, e) for d in project.declarations)
+            if any(installable(w, e) for w in wheels)  # type: ignore[arg-type]
         )
         rows.append(
             index.ProjectRow(
                 project=project.project,
                 version=project.version,
-                wheels=tuple(d.filename for d in project.declarations),
+                wheels=tuple(s.filename for s in project.summaries),
                 environments=environments,
             )
         )
     return rows
 
+
+class _Installable(NamedTuple):
+    """What `checks.installable` reads of a declaration: its wheel's tags, its Requires-Python."""
+
+    wheel: WheelFilename
+    requires_python: str | None

@@ -170,6 +170,11 @@ class DeclarationSet:
         self._by_project: Mapping[str, tuple[DeclarationSummary, ...]] | None = None
 
     @property
+    def parsed(self) -> int:
+        """How many declarations were read and parsed so far (the rest came from a cache)."""
+        return len(self._loaded)
+
+    @property
     def declarations(self) -> tuple[Declaration, ...]:
         """Every declaration, parsed (in summary order)."""
         return tuple(self.load(summary) for summary in self.summaries)
@@ -261,10 +266,10 @@ def load_declarations(root: Path, cache: DeclarationCache | None = None) -> Decl
         summaries.append(summary)
     summaries.sort(key=lambda s: (s.project, s.filename, s.relpath))
     violations.extend(_agreement(root, summaries))
+    if cache is not None:  # what is valid stays valid, whatever the other files say
+        cache.save({summary.relpath for summary in summaries})
     if violations:
         raise DeclarationError(violations)
-    if cache is not None:
-        cache.save({summary.relpath for summary in summaries})
     return DeclarationSet(root, tuple(summaries), loaded)
 
 

@@ -1,21 +1,32 @@
-"""The evaluator: a release file and its declarations to a plan of derivations, without fetching."""
+"""The evaluator: a release file and its declarations to a plan of derivations, without fetching.
+
+Planning reads only the declarations' summaries. A project's derivations, and the whole
+declarations its checks read, are made when first asked for: a warm build or an overlay of a
+large release touches few of them.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import cached_property
 
 import blake3
-from packaging.utils import canonicalize_name
 
 from .checks import Finding, check_closure, check_platform_unique
 from .cid import CID
-from .declarations import Declaration, DeclarationSet
+from .declarations import Declaration, DeclarationSet, DeclarationSummary
 from .derivations import Derivation
 from .releasefile import ReleaseSpec
 
-__all__ = ["Plan", "ProjectPlan", "WheelPlan", "declaration_digest", "plan_release"]
+__all__ = [
+    "Plan",
+    "ProjectPlan",
+    "WheelPlan",
+    "declaration_digest",
+    "plan_release",
+    "project_digest",
+]
 
 # Bump a builder's version whenever its output for the same inputs would change.
 FETCH_VERSION = 1
@@ -23,23 +34,45 @@ INSPECT_VERSION = 1
 CHECK_VERSION = 2
 
 
-def declaration_digest(declaration: Declaration) -> str:
+def declaration_digest(declaration: Declaration | DeclarationSummary) -> str:
     """blake3 of a declaration's place in the tree and its bytes: all that it declares."""
+    if isinstance(declaration, DeclarationSummary):
+        return declaration.digest.hex()
     hasher = blake3.blake3(declaration.relpath.encode())
     hasher.update(b"\0")
     hasher.update(declaration.text)
     return hasher.hexdigest()
 
 
+def project_digest(summaries: Sequence[DeclarationSummary]) -> bytes:
+    """A digest of a project's declarations (places and bytes): equal digests, equal projects.
+
+    The declaration's own digest when there is one, else blake3 of them all in relpath order
+    (each covers its relpath, so none can stand for another)."""
+    if len(summaries) == 1:
+        return summaries[0].digest
+    return blake3.blake3(
+        b"".join(s.digest for s in sorted(summaries, key=lambda s: s.relpath))
+    ).digest()
+
+
 @dataclass(frozen=True)
 class WheelPlan:
     """The derivations of one declared wheel."""
 
-    declaration: Declaration
-    content_id: CID
+    summary: DeclarationSummary
     fetch: Derivation
     inspect: Derivation
     check_metadata: Derivation
+    declarations: DeclarationSet = field(repr=False, compare=False)
+
+    @property
+    def declaration(self) -> Declaration:
+        return self.declarations.load(self.summary)
+
+    @property
+    def content_id(self) -> CID:
+        return CID.parse(self.summary.content_id)
 
 
 @dataclass(frozen=True)
@@ -47,23 +80,91 @@ class ProjectPlan:
     """The derivations of one project: its wheels and its two release-wide checks."""
 
     project: str
-    wheels: tuple[WheelPlan, ...]
-    check_platform: Derivation
-    check_closure: Derivation
+    summaries: tuple[DeclarationSummary, ...]
+    # What the derivations are made from: every declaration, and the supported lines.
+    all_declarations: DeclarationSet = field(repr=False, compare=False)
+    supported: tuple[str, ...] = field(repr=False, compare=False)
 
     @property
     def version(self) -> str:
-        return str(self.wheels[0].declaration.version)
+        return self.summaries[0].version
 
     @property
     def declarations(self) -> tuple[Declaration, ...]:
-        return tuple(w.declaration for w in self.wheels)
+        return tuple(self.all_declarations.load(s) for s in self.summaries)
+
+    @cached_property
+    def wheels(self) -> tuple[WheelPlan, ...]:
+        return tuple(_wheel_plan(s, self.all_declarations) for s in self.summaries)
+
+    @cached_property
+    def check_platform(self) -> Derivation:
+        return Derivation(
+            "check-platform", CHECK_VERSION,
+            {"project": self.project, "declarations": [s.digest.hex() for s in self.summaries],
+             "supported": list(self.supported)},
+            label=self.project,
+        )
+
+    @cached_property
+    def check_closure(self) -> Derivation:
+        release = self.all_declarations.summaries_by_project()
+        needs = sorted({name for s in self.summaries for name in s.needs})
+        return Derivation(
+            "check-closure", CHECK_VERSION,
+            {"project": self.project, "declarations": [s.digest.hex() for s in self.summaries],
+             "dependencies": {name: [s.digest.hex() for s in release.get(name, ())]
+                              for name in needs},
+             "supported": list(self.supported)},
+            label=self.project,
+        )
 
     def derivations(self) -> list[Derivation]:
         steps: list[Derivation] = []
         for wheel in self.wheels:
             steps += [wheel.fetch, wheel.inspect, wheel.check_metadata]
         return [*steps, self.check_platform, self.check_closure]
+
+
+class _Loaded(Mapping[str, Sequence[Declaration]]):
+    """Project → its whole declarations, each project parsed when first looked up."""
+
+    def __init__(self, declarations: DeclarationSet,
+                 summaries: Mapping[str, Sequence[DeclarationSummary]]) -> None:
+        self._declarations = declarations
+        self._summaries = summaries
+        self._loaded: dict[str, tuple[Declaration, ...]] = {}
+
+    def __getitem__(self, project: str) -> tuple[Declaration, ...]:
+        loaded = self._loaded.get(project)
+        if loaded is None:
+            summaries = self._summaries[project]
+            loaded = tuple(self._declarations.load(s) for s in summaries)
+            self._loaded[project] = loaded
+        return loaded
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._summaries)
+
+    def __len__(self) -> int:
+        return len(self._summaries)
+
+
+class _ByRelpath(Mapping[str, Declaration]):
+    """Relpath → its whole declaration, parsed when first looked up."""
+
+    def __init__(self, declarations: DeclarationSet) -> None:
+        self._declarations = declarations
+        self._summaries = {s.relpath: s for s in declarations.summaries}
+
+    def __getitem__(self, relpath: str) -> Declaration:
+        return self._declarations.load(self._summaries[relpath])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._summaries)
+
+    def __len__(self) -> int:
+        return len(self._summaries)
 
 
 @dataclass(frozen=True)
@@ -73,16 +174,26 @@ class Plan:
     spec: ReleaseSpec
     declarations: DeclarationSet
     projects: tuple[ProjectPlan, ...]
-    digests: Mapping[str, str]  # relpath → declaration_digest
+    summaries: Mapping[str, Sequence[DeclarationSummary]]  # project → its summaries
+
+    @cached_property
+    def digests(self) -> Mapping[str, str]:
+        """relpath → declaration_digest, for every declaration."""
+        return {s.relpath: s.digest.hex() for s in self.declarations.summaries}
 
     @cached_property
     def check(self) -> Derivation:
         """All four checks over the whole release: realised means every one of them ran on
         exactly these declarations and environments, so a warm `check` reads one record."""
+        hasher = blake3.blake3()
+        for summary in sorted(self.declarations.summaries, key=lambda s: s.relpath):
+            hasher.update(summary.relpath.encode())
+            hasher.update(b"\0")
+            hasher.update(summary.digest)
         return Derivation(
             "check-release",
             CHECK_VERSION,
-            {"declarations": sorted(self.digests.items()),
+            {"declarations-digest": hasher.hexdigest(),
              "supported": list(self.spec.supported_lines),
              "builders": [FETCH_VERSION, INSPECT_VERSION]},
             label=self.spec.name,
@@ -90,11 +201,16 @@ class Plan:
 
     @cached_property
     def by_relpath(self) -> Mapping[str, Declaration]:
-        return {d.relpath: d for d in self.declarations.declarations}
+        return _ByRelpath(self.declarations)
 
     @cached_property
     def release(self) -> Mapping[str, Sequence[Declaration]]:
-        return self.declarations.by_project()
+        return _Loaded(self.declarations, self.summaries)
+
+    @cached_property
+    def project_digests(self) -> Mapping[str, bytes]:
+        """project → project_digest, for every project."""
+        return {project: project_digest(group) for project, group in self.summaries.items()}
 
     def declared_findings(self, project: ProjectPlan) -> list[Finding]:
         """Checks 1 and 4 on the declared metadata of one project (pure; nothing is fetched)."""
@@ -105,58 +221,31 @@ class Plan:
         ]
 
 
-def _wheel_plan(declaration: Declaration) -> WheelPlan:
-    content_id = CID.parse(declaration.content_id)
-    fetch = Derivation("fetch", FETCH_VERSION, {"content-id": str(content_id)},
-                       label=declaration.filename)
+def _wheel_plan(summary: DeclarationSummary, declarations: DeclarationSet) -> WheelPlan:
+    content_id = summary.content_id
+    fetch = Derivation("fetch", FETCH_VERSION, {"content-id": content_id},
+                       label=summary.filename)
     inspect = Derivation(
         "inspect",
         INSPECT_VERSION,
-        {"content-id": str(content_id), "filename": declaration.filename},
-        label=declaration.filename,
+        {"content-id": content_id, "filename": summary.filename},
+        label=summary.filename,
     )
     check_metadata = Derivation(
         "check-metadata",
         CHECK_VERSION,
-        {"declaration": declaration_digest(declaration), "inspect": inspect.key},
-        label=declaration.filename,
+        {"declaration": summary.digest.hex(), "inspect": inspect.key},
+        label=summary.filename,
     )
-    return WheelPlan(declaration, content_id, fetch, inspect, check_metadata)
-
-
-def _dependency_projects(declarations: Sequence[Declaration]) -> list[str]:
-    names = {canonicalize_name(r.name) for d in declarations for r in d.dependencies}
-    return sorted(names)
+    return WheelPlan(summary, fetch, inspect, check_metadata, declarations)
 
 
 def plan_release(spec: ReleaseSpec, declarations: DeclarationSet) -> Plan:
     """Turn a release into derivations; each key hashes exactly the inputs its step reads."""
-    release = declarations.by_project()
-    digests = {d.relpath: declaration_digest(d) for d in declarations.declarations}
-    supported = list(spec.supported_lines)
-    projects = []
-    for project, project_declarations in sorted(release.items()):
-        own = [digests[d.relpath] for d in project_declarations]
-        check_platform = Derivation(
-            "check-platform", CHECK_VERSION,
-            {"project": project, "declarations": own, "supported": supported}, label=project,
-        )
-        dependencies = {
-            name: [digests[d.relpath] for d in release.get(name, ())]
-            for name in _dependency_projects(project_declarations)
-        }
-        check_closure_drv = Derivation(
-            "check-closure", CHECK_VERSION,
-            {"project": project, "declarations": own, "dependencies": dependencies,
-             "supported": supported},
-            label=project,
-        )
-        projects.append(
-            ProjectPlan(
-                project=project,
-                wheels=tuple(_wheel_plan(d) for d in project_declarations),
-                check_platform=check_platform,
-                check_closure=check_closure_drv,
-            )
-        )
-    return Plan(spec, declarations, tuple(projects), digests)
+    summaries = declarations.summaries_by_project()
+    supported = tuple(spec.supported_lines)
+    projects = tuple(
+        ProjectPlan(project, group, declarations, supported)
+        for project, group in sorted(summaries.items())
+    )
+    return Plan(spec, declarations, projects, summaries)

@@ -15,7 +15,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 __all__ = [
+    "LANDING_PAGE_PROJECTS",
     "ProjectRow",
+    "ReleaseCounts",
     "ReleaseInfo",
     "WheelLink",
     "landing_page",
@@ -25,6 +27,9 @@ __all__ = [
 ]
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+# A landing page lists every project up to this many; past it, a table no one reads (a 600k
+# release's would be some 200 MB), so it gives the counts and points to simple/.
+LANDING_PAGE_PROJECTS = 1000
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,14 @@ class ProjectRow:
     version: str
     wheels: tuple[str, ...]
     environments: tuple[str, ...]  # supported lines where one of the wheels is installable
+
+
+@dataclass(frozen=True)
+class ReleaseCounts:
+    """How much a release holds, for a landing page that does not list it."""
+
+    projects: int
+    wheels: int
 
 
 @dataclass(frozen=True)
@@ -146,8 +159,11 @@ def _environments_cell(environments: tuple[str, ...], supported: tuple[str, ...]
     return f'<ul class="plain">{items}</ul>'
 
 
-def landing_page(release: ReleaseInfo, rows: Sequence[ProjectRow]) -> bytes:
-    """Return the release's index.html for people: what it is, what it holds, how to use it."""
+def landing_page(release: ReleaseInfo, rows: Sequence[ProjectRow] | ReleaseCounts) -> bytes:
+    """Return the release's index.html for people: what it is, what it holds, how to use it.
+
+    Given `ReleaseCounts` instead of rows (a release of more than LANDING_PAGE_PROJECTS
+    projects), it says how many projects and wheels there are and points to simple/."""
     title = f"{release.name} — release {release.sequence}"
     body = [f"<h1>{_text(release.name)}</h1>", "<dl>"]
     body.append(f"<dt>Release</dt><dd>{release.sequence}</dd>")
@@ -201,6 +217,14 @@ def landing_page(release: ReleaseInfo, rows: Sequence[ProjectRow]) -> bytes:
     else:
         body.append("<p>None declared.</p>")
 
+    if isinstance(rows, ReleaseCounts):
+        body.append(f"<h2>Projects ({rows.projects})</h2>")
+        body.append(
+            f"<p>{rows.projects} projects, {rows.wheels} wheels: too many to list here. "
+            '<a href="simple/">simple/</a> lists every project, and '
+            '<a href="ipwhl/declarations/">ipwhl/declarations/</a> declares every wheel.</p>'
+        )
+        return _document(title, (_STYLE,), body)
     body.append(f"<h2>Projects ({len(rows)})</h2>")
     body.append("<table>")
     body.append(

@@ -1,7 +1,10 @@
 """Releases on top of releases: what changed since a previous release, and what must be redone.
 
 A previous release is read only from its DAG (its `ipwhl/release.toml`, its declarations and its
-project directories), never from its wheels' sources, so an overlay builds even when those are gone.
+`simple/` directory), never from its wheels' sources, so an overlay builds even when those are
+gone. What an overlay compares is one digest per project (`evaluator.project_digest`); a
+release's digests are kept in a record keyed by its CID (a "release-index" derivation), written
+when it is built, or worked out once from its declarations when it came from elsewhere.
 """
 
 from __future__ import annotations
@@ -9,17 +12,39 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+import blake3
 import tomli
-from packaging.utils import canonicalize_name
 
 from . import dag, unixfs
 from .cid import CID
-from .declarations import Declaration
+from .declarations import DeclarationSummary, prefix_of
+from .derivations import Derivation
 from .errors import NotFound
 from .evaluator import Plan
 from .store import Store
 
-__all__ = ["Overlay", "PreviousRelease", "load_previous", "plan_overlay"]
+__all__ = [
+    "Overlay",
+    "PreviousRelease",
+    "index_derivation",
+    "load_previous",
+    "plan_overlay",
+    "save_index",
+]
+
+INDEX_VERSION = 1
+
+
+def index_derivation(release: CID) -> Derivation:
+    """The record of a release's project digests, keyed by the release's CID alone."""
+    return Derivation("release-index", INDEX_VERSION, {"release": str(release)})
+
+
+def save_index(store: Store, release: CID, project_digests: Mapping[str, bytes]) -> str:
+    """Keep the project digests of a release just built; returns the record's key."""
+    key = index_derivation(release).key
+    store.put_record(key, {"projects": dict(project_digests)})
+    return key
 
 
 @dataclass(frozen=True)
@@ -28,8 +53,11 @@ class PreviousRelease:
 
     cid: CID
     info: Mapping[str, object]  # its ipwhl/release.toml
-    declaration_cids: Mapping[str, CID]  # relpath → CID of the declaration file
-    projects: Mapping[str, unixfs.Link]  # project → its simple/<project> directory link
+    project_digests: Mapping[str, bytes]  # project → evaluator.project_digest
+    simple: unixfs.Link  # its simple/ directory
+    declarations: unixfs.Link  # its ipwhl/declarations/ directory
+    index_key: str  # the record the digests came from (a build's closure keeps it)
+    store: Store = field(repr=False, compare=False)
 
     @property
     def sequence(self) -> int:
@@ -39,9 +67,25 @@ class PreviousRelease:
     def supported(self) -> tuple[str, ...]:
         return tuple(self.info.get("supported", ()))  # type: ignore[arg-type]
 
+    def declaration_files(self, project: str) -> dict[str, CID]:
+        """A project's declaration files in this release: relpath → CID (empty if none)."""
+        for folder in (project, f"{prefix_of(project)}/{project}"):
+            try:
+                found = dag.resolve(self.store, self.declarations.cid, folder.split("/"))
+            except NotFound:
+                continue
+            if found.is_dir:
+                files = dag.walk_files(self.store, found.cid)
+                return {f"{folder}/{name}": cid for name, cid in files.items()}
+        return {}
 
-def load_previous(store: Store, cid: CID) -> PreviousRelease:
-    """Read a release's metadata from the store; NotFound when it is not (wholly) there."""
+
+def load_previous(store: Store, cid: CID, *, remember: bool = False) -> PreviousRelease:
+    """Read a release's metadata from the store; NotFound when it is not (wholly) there.
+
+    Its project digests come from its index record; without one they are worked out from its
+    declarations (each read once), and kept as its record when `remember` (a build, not eval).
+    """
     get = store.get_block
     ipwhl_dir = unixfs.lookup(cid, "ipwhl", get)
     simple_dir = unixfs.lookup(cid, "simple", get)
@@ -57,11 +101,35 @@ def load_previous(store: Store, cid: CID) -> PreviousRelease:
         raise NotFound(
             f"{cid} is not an ipwhl release: its ipwhl/release.toml is not TOML ({exc})"
         ) from None
-    declaration_cids = dag.walk_files(store, declarations_link.cid)
-    projects = {
-        link.name: link for link in dag.list_dir(store, simple_dir.cid) if link.name != "index.html"
-    }
-    return PreviousRelease(cid, info, declaration_cids, projects)
+    key = index_derivation(cid).key
+    record = store.get_record(key)
+    if record is not None:
+        digests = record["projects"]
+    else:
+        digests = _digests_from_dag(store, declarations_link.cid)
+        if remember:
+            store.put_record(key, {"projects": digests})
+    return PreviousRelease(cid, info, digests, simple_dir, declarations_link, key, store)
+
+
+def _digests_from_dag(store: Store, declarations: CID) -> dict[str, bytes]:
+    # Reads every declaration of the release once: what project_digest hashes.
+    by_project: dict[str, list[bytes]] = {}
+    for relpath, file in sorted(dag.walk_files(store, declarations).items()):
+        parts = relpath.split("/")
+        if len(parts) < 2:
+            continue
+        hasher = blake3.blake3(relpath.encode())
+        hasher.update(b"\0")
+        for chunk in dag.iter_bytes(store, file):
+            hasher.update(chunk)
+        by_project.setdefault(parts[-2], []).append(hasher.digest())
+    return {project: _combine(digests) for project, digests in by_project.items()}
+
+
+def _combine(digests: list[bytes]) -> bytes:
+    # evaluator.project_digest, from the file digests in relpath order.
+    return digests[0] if len(digests) == 1 else blake3.blake3(b"".join(digests)).digest()
 
 
 @dataclass(frozen=True)
@@ -81,49 +149,46 @@ class Overlay:
         return self.added | self.changed
 
     def reuses(self, project: str) -> bool:
-        return project not in self.rebuilt and project in self.previous.projects
+        return project not in self.rebuilt and project in self.previous.project_digests
 
 
-def _declaration_cids(declarations: Iterable[Declaration]) -> dict[str, CID]:
-    return {d.relpath: unixfs.file_cid(d.text) for d in declarations}
+def _changed_files(
+    previous: PreviousRelease, project: str, now: Iterable[DeclarationSummary]
+) -> str:
+    before = {relpath: bytes(cid) for relpath, cid in previous.declaration_files(project).items()}
+    after = {summary.relpath: summary.file_cid for summary in now}
+    differing = sorted(set(after) ^ set(before) | {p for p in after if after[p] != before.get(p)})
+    return ", ".join(p.rsplit("/", 1)[-1] for p in differing)
 
 
 def plan_overlay(plan: Plan, previous: PreviousRelease) -> Overlay:
     """Compare a release's declarations with a previous release's; name what must be redone."""
     reasons: dict[str, str] = {}
-    release = plan.release
-    old_by_project: dict[str, dict[str, CID]] = {}
-    for relpath, cid in previous.declaration_cids.items():
-        project = relpath.split("/")[-2]
-        old_by_project.setdefault(project, {})[relpath] = cid
+    before = previous.project_digests
     added, changed = set(), set()
-    for project, declarations in release.items():
-        now = _declaration_cids(declarations)
-        before = old_by_project.get(project)
-        if before is None or project not in previous.projects:
+    for project, digest in plan.project_digests.items():
+        old = before.get(project)
+        if old is None:
             added.add(project)
             reasons[project] = "added"
-        elif now != before:
+        elif old != digest:
             changed.add(project)
-            differing = sorted(set(now) ^ set(before) | {p for p in now if now[p] != before.get(p)})
-            reasons[project] = "declarations changed: " + ", ".join(
-                p.rsplit("/", 1)[-1] for p in differing
-            )
-    removed = {p for p in previous.projects if p not in release}
+            files = _changed_files(previous, project, plan.summaries[project])
+            reasons[project] = f"declarations changed: {files}"
+    removed = {p for p in before if p not in plan.summaries}
     for project in removed:
         reasons[project] = "removed"
     touched = added | changed | removed
     recheck = set(added | changed)
     if tuple(plan.spec.supported_lines) != previous.supported:
-        recheck = set(release)
-        for project in release:
+        recheck = set(plan.summaries)
+        for project in plan.summaries:
             reasons.setdefault(project, "supported environments changed: checks run again")
-    else:
-        for project, declarations in release.items():
+    elif touched:
+        for project, summaries in plan.summaries.items():
             if project in recheck:
                 continue
-            needs = {canonicalize_name(r.name) for d in declarations for r in d.dependencies}
-            hit = sorted(needs & touched)
+            hit = sorted({name for s in summaries for name in s.needs if name in touched})
             if hit:
                 recheck.add(project)
                 reasons[project] = "depends on " + ", ".join(

@@ -13,7 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ipwhl.index import (
+    LANDING_PAGE_PROJECTS,
     ProjectRow,
+    ReleaseCounts,
     ReleaseInfo,
     WheelLink,
     landing_page,
@@ -307,6 +309,23 @@ def test_landing_page_is_self_contained() -> None:
         href = attrs.get("href")
         if href is not None:
             assert "://" not in href and not href.startswith("//")
+
+
+def test_landing_page_of_a_large_release_gives_counts_not_a_table() -> None:
+    counts = ReleaseCounts(projects=600000, wheels=612345)
+    page = landing_page(RELEASE, counts)
+    assert page == landing_page(RELEASE, ReleaseCounts(600000, 612345))
+    assert len(page) < 5000 and counts.projects > LANDING_PAGE_PROJECTS
+    text = page.decode("utf-8")
+    assert "Projects (600000)" in text and "600000 projects, 612345 wheels" in text
+    assert "<table>" not in text
+    parsed = _parse(page)
+    hrefs = [attrs["href"] for attrs, _ in parsed.anchors]
+    assert hrefs.count("simple/") == 2 and "ipwhl/declarations/" in hrefs
+    assert "pip install --index-url https://GATEWAY/ipfs/CID/simple/ PROJECT" in text
+    # Everything above the project list is as a small release's page has it.
+    head = landing_page(RELEASE, ROWS).decode("utf-8").split("<h2>Projects")[0]
+    assert text.startswith(head)
 
 
 def test_landing_page_without_date_or_previous() -> None:
