@@ -724,7 +724,10 @@ def _completeness(
                 if cid in where:
                     kids = links.get(cid, [])
                 elif cid.hash_code == IDENTITY:
-                    kids = _links(cid, cid.digest) if cid.codec == DAG_PB else []
+                    try:
+                        kids = _links(cid, cid.digest) if cid.codec == DAG_PB else []
+                    except InvalidBlock as exc:  # the CID itself holds a malformed node
+                        raise InvalidCar(f"{name}: {exc}") from None
                 elif cid.codec == DAG_PB and store.get_layout(cid) is None and store.has_block(cid):
                     try:
                         kids = _links(cid, store.get_block(cid))

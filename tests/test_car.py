@@ -427,3 +427,21 @@ def test_a_section_claiming_a_huge_block_is_refused(tmp_path):
     blob = car.encode_header([cid]) + varint_encode(1 << 30) + bytes(cid) + b"x"
     with pytest.raises(car.InvalidCar, match="claims 1073741824 bytes"):
         car.import_car(store, io.BytesIO(blob))
+
+
+def test_a_link_to_an_identity_cid_holding_a_malformed_node_is_refused(tmp_path):
+    # Found by the mutation property test: an identity dag-pb CID carries its node in the CID
+    # itself; a malformed one is an invalid CAR, not a crash.
+    from ipwhl.cid import IDENTITY
+
+    inline = CID(1, DAG_PB, IDENTITY, b"\x7a\x00")  # field 15, wire type 2: not dag-pb
+    root, _, blocks = unixfs.encode_directory([unixfs.Link("x", inline, 2)])
+    out = io.BytesIO()
+    out.write(car.encode_header([root]))
+    for block in blocks:
+        binary = bytes(block.cid)
+        out.write(varint_encode(len(binary) + len(block.data)) + binary + block.data)
+    store = Store(tmp_path / "store").open()
+    with pytest.raises(car.InvalidCar, match="unexpected field 15"):
+        car.import_car(store, io.BytesIO(out.getvalue()))
+    assert list(store.names("blocks")) == []
