@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import http.server
+import os
 import shutil
 import subprocess
 import threading
@@ -22,7 +23,11 @@ import pytest
 
 from ipwhl.store import Store
 
-ORACLES = Path("/work/shared/oracles")
+# ../shared beside the repository (where CI puts it), unless IPWHL_ORACLES says otherwise.
+ORACLES = Path(
+    os.environ.get("IPWHL_ORACLES")
+    or Path(__file__).resolve().parents[2] / "shared" / "oracles"
+)
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,10 @@ from ipwhl.unixfs import (
     update_directory,
 )
 
-ORACLES = Path(os.environ.get("IPWHL_ORACLES", "/work/shared/oracles"))
+ORACLES = Path(
+    os.environ.get("IPWHL_ORACLES")
+    or Path(__file__).resolve().parents[2] / "shared" / "oracles"
+)
 EMPTY_DIR_V1 = "bafybeiczsscdsbs7ffqz55asqdf3smv6klcw3gofszvwlyarci47bgf354"
 EMPTY_DIR_V0 = "QmUNLLsPACCz1vLxQVkXqqLX5R1X345qqfHbsf67hvA3Nn"
 HELLO_V1 = "bafkreifjjcie6lypi6ny7amxnfftagclbuxndqonfipmb64f2km2devei4"
