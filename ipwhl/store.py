@@ -15,9 +15,10 @@ A wheel's bytes are kept once (in objects/); its raw leaf blocks are served as s
 checked against their CIDs on the way out, so corrupt bytes are never handed on.
 
 Within `Store.batch()` small files (blocks, layouts, records, source lists) are held in memory and
-made durable together: every one is written and fsynced at once from a pool of threads, then
-renamed into place in the order they were put. So, as outside a batch, no name ever appears
-before its bytes are on disk, and a record never before what it names (see docs/performance.md).
+made durable a few hundred at a time by a writer thread: written into tmp/, made durable together
+(one syncfs), then renamed into place in the order they were put. So, as outside a batch, no name
+ever appears before its bytes are on disk, and a record never before what it names (see
+docs/performance.md).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -53,9 +54,9 @@ _OWN_NAMES = frozenset(
 _NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
 STORE_KINDS = ("objects", "layouts", "blocks", "records", "sources")
 _LEAF_RESCAN = 1.0  # seconds between looks for new layouts when a leaf is not known
-# A batch is made durable when it holds this many files or bytes (and when it ends): bounded
-# memory, and few enough fsync rounds that each costs about one disk flush.
-_BATCH_FILES = 4096
+# A batch hands this many files (or bytes) to its writer thread at a time: file creation then
+# overlaps the work that puts them, memory stays bounded, and each syncfs covers many files.
+_HAND_OFF_FILES = 512
 _BATCH_BYTES = 64 << 20
 # fsyncs in flight at once: the file system commits concurrent fsyncs in one journal transaction.
 _SYNC_THREADS = 16
@@ -172,9 +173,15 @@ class Store:
         self._leaf_scanned = 0.0
         self._leaf_lock = threading.Lock()
         self._generation_bumped = False
-        # Files put inside batch(): final path -> bytes, in the order they were put.
+        # Files put inside batch(): final path -> bytes, in the order they were put; then
+        # handed to the writer thread, and held (readable here) until they are renamed.
         self._pending: dict[str, bytes] = {}
         self._pending_bytes = 0
+        self._writing: list[dict[str, bytes]] = []
+        self._writing_lock = threading.Lock()
+        self._handed: list[Future[None]] = []
+        self._writer: ThreadPoolExecutor | None = None
+        self._write_error: BaseException | None = None
         self._batch_depth = 0
         self._batch_lock = threading.RLock()
 
@@ -289,10 +296,12 @@ class Store:
         """Hold small writes (blocks, layouts, records, sources) and make them durable together.
 
         Inside, such files are visible to this Store at once, and on disk (to other processes)
-        once the batch is flushed: when it grows large and when the outermost batch ends. Each
-        is fsynced before its name appears, and they appear in the order they were put, so a
-        crash at any point loses at most work, never leaves a file whose bytes are not there.
-        Objects and roots are never held (a root flushes the batch first).
+        once written: a thread writes them a few hundred at a time while the batch goes on, and
+        the outermost batch waits for the last of them when it ends. Each is on disk before its
+        name appears, and names appear in the order the files were put, so a crash at any point
+        loses at most work, never leaves a file whose bytes are not there. Objects and roots
+        are never held (a root waits for the batch first). A write that fails (a full disk)
+        drops every file put after it too, and is raised when the batch ends.
         """
         with self._batch_lock:
             self._batch_depth += 1
@@ -302,26 +311,50 @@ class Store:
             with self._batch_lock:
                 self._batch_depth -= 1
                 if self._batch_depth == 0:
-                    self.flush()
+                    try:
+                        self.flush()
+                    finally:
+                        if self._writer is not None:
+                            self._writer.shutdown(wait=True)
+                            self._writer = None
 
     def flush(self) -> None:
-        """Write out every file a batch holds: all fsynced (in parallel), then all renamed."""
+        """Wait until every file put in a batch so far is on disk; StoreError if one cannot be."""
         with self._batch_lock:
-            pending = self._pending
-            if not pending:
-                return
-            try:
-                self._write_many(pending)
-            except OSError as exc:
-                if exc.errno in _NO_SPACE:
-                    raise StoreError(
-                        f"no space left on the store's disk ({self.root}): {exc.strerror}; "
-                        "free some space (`ipwhl gc`) and run the command again"
-                    ) from exc
-                raise
-            finally:
-                # Written or not, they are no longer held: what failed is simply not there.
-                self._pending, self._pending_bytes = {}, 0
+            if self._pending:
+                self._hand_off()
+            waiting, self._handed = self._handed, []
+            for future in waiting:
+                future.result()
+            error, self._write_error = self._write_error, None
+        if error is None:
+            return
+        if isinstance(error, OSError) and error.errno in _NO_SPACE:
+            raise StoreError(
+                f"no space left on the store's disk ({self.root}): {error.strerror}; "
+                "free some space (`ipwhl gc`) and run the command again"
+            ) from error
+        raise error
+
+    def _hand_off(self) -> None:
+        # Under _batch_lock. One writer thread: batches are renamed in the order they were put.
+        files, self._pending, self._pending_bytes = self._pending, {}, 0
+        with self._writing_lock:
+            self._writing.append(files)
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="ipwhl-store-writer")
+        self._handed.append(self._writer.submit(self._write_handed, files))
+
+    def _write_handed(self, files: dict[str, bytes]) -> None:
+        try:
+            if self._write_error is None:  # after a failure, what follows may name what failed
+                self._write_many(files)
+        except BaseException as exc:
+            self._write_error = exc
+        finally:
+            # Written or not, they are no longer held: what failed is simply not there.
+            with self._writing_lock:
+                self._writing = [held for held in self._writing if held is not files]
 
     def _write_many(self, files: dict[str, bytes]) -> None:
         tmp_dir = os.path.join(self.root, "tmp")
@@ -338,13 +371,12 @@ class Store:
                 finally:
                     os.close(descriptor)
             _sync_files(tmp_dir, temps)
-            made: set[str] = set()
             for temp, final in zip(temps, files, strict=True):
-                folder = os.path.dirname(final)
-                if folder not in made:
-                    os.makedirs(folder, exist_ok=True)
-                    made.add(folder)
-                os.replace(temp, final)
+                try:
+                    os.replace(temp, final)
+                except FileNotFoundError:  # the shard's folder is new
+                    os.makedirs(os.path.dirname(final), exist_ok=True)
+                    os.replace(temp, final)
         finally:
             for temp in temps:
                 with contextlib.suppress(FileNotFoundError):
@@ -357,14 +389,28 @@ class Store:
                 key = str(final)
                 self._pending_bytes += len(data) - len(self._pending.pop(key, b""))
                 self._pending[key] = data
-                if len(self._pending) >= _BATCH_FILES or self._pending_bytes >= _BATCH_BYTES:
-                    self.flush()
+                if len(self._pending) >= _HAND_OFF_FILES or self._pending_bytes >= _BATCH_BYTES:
+                    self._hand_off()
                 return
         self._write_atomic(final, data)
 
     def _held(self, final: Path) -> bytes | None:
-        # Read without the lock: a dict lookup is atomic, and a flush renames before it forgets.
-        return self._pending.get(str(final)) if self._pending else None
+        # Without _batch_lock: dict and list reads are atomic, and a batch is renamed before it
+        # stops being held. The newest holding wins (a record put twice).
+        if not self._pending and not self._writing:
+            return None
+        key = str(final)
+        found = self._pending.get(key)
+        if found is None:
+            for files in reversed(self._writing):
+                found = files.get(key)
+                if found is not None:
+                    break
+        return found
+
+    def _held_items(self) -> list[tuple[str, bytes]]:
+        with self._batch_lock, self._writing_lock:
+            return [item for files in (*self._writing, self._pending) for item in files.items()]
 
     def _exists(self, final: Path) -> bool:
         return self._held(final) is not None or final.exists()
@@ -499,7 +545,7 @@ class Store:
                         self._index_leaves(name, Layout.from_record(
                             msgpack.unpackb(path.read_bytes())
                         ))
-            for held_path, raw in list(self._pending.items()):
+            for held_path, raw in self._held_items():
                 name = os.path.basename(held_path)
                 if os.path.basename(os.path.dirname(os.path.dirname(held_path))) == "layouts":
                     self._index_leaves(name, Layout.from_record(msgpack.unpackb(raw)))

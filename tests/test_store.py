@@ -8,6 +8,8 @@ import hashlib
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import msgpack
@@ -310,8 +312,8 @@ def test_a_batch_names_files_only_once_all_are_written_and_in_order(
             temps = sorted((store.root / "tmp").iterdir())
             assert len(temps) == 40
             assert all(t.stat().st_size > 0 for t in temps)
-        renamed.append(os.path.basename(target))
         real_replace(source, target)
+        renamed.append(os.path.basename(target))
 
     monkeypatch.setattr(os, "replace", replace)
     expected = []
@@ -342,18 +344,47 @@ def test_a_small_batch_fsyncs_each_file(store: Store, monkeypatch: pytest.Monkey
     assert len(synced) == 3
 
 
-def test_a_full_batch_is_written_before_it_ends(
-    store: Store, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_batch_is_written_as_it_goes(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     import ipwhl.store
 
-    monkeypatch.setattr(ipwhl.store, "_BATCH_FILES", 3)
+    monkeypatch.setattr(ipwhl.store, "_HAND_OFF_FILES", 3)
     other = Store(store.root).open()
     with store.batch():
         for number in range(4):
             store.put_record(f"{number:064x}", number)
+        ends = time.monotonic() + 10
+        while other.get_record(f"{2:064x}") is None and time.monotonic() < ends:
+            time.sleep(0.01)  # the first three are on their way to disk, the batch goes on
         assert [other.get_record(f"{n:064x}") for n in range(4)] == [0, 1, 2, None]
+        assert [store.get_record(f"{n:064x}") for n in range(4)] == [0, 1, 2, 3]
     assert other.get_record(f"{3:064x}") == 3
+
+
+def test_after_a_failed_write_nothing_later_appears(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ipwhl.store
+
+    monkeypatch.setattr(ipwhl.store, "_HAND_OFF_FILES", 2)
+    real_write = os.write
+    failed = threading.Event()
+
+    def write(descriptor: int, data: bytes) -> int:
+        if bytes(data) == msgpack.packb("block"):
+            failed.set()
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(descriptor, data)
+
+    monkeypatch.setattr(os, "write", write)
+    with pytest.raises(StoreError, match="no space left"), store.batch():
+        store.put_record("01" * 32, "block")  # stands for a block the next records name
+        store.put_record("02" * 32, "first")
+        failed.wait(10)
+        store.put_record("03" * 32, "names the block")
+        store.put_record("04" * 32, "so does this")
+    monkeypatch.undo()
+    assert [store.get_record(f"{n:02d}" * 32) for n in range(1, 5)] == [None] * 4
+    assert not _files(store, "tmp", *FOLDERS)
 
 
 def test_a_root_writes_the_batch_first(store: Store) -> None:
