@@ -3,7 +3,8 @@
     bench/run [--wheels DIR ...] [--limit 300] [--repeat 2] [--tiny 10000] [--closure 40]
               [--seconds 5] [--only STEP ...] [--out bench/out/run]
 
-Steps (--only picks some): check, build, overlay, eval, gc, car, gateway, install.
+Steps (--only picks some): check, build, overlay, eval, gc (with store size and verify), car
+(export, import, the gateway's CAR, fetch from it), gateway, install.
 Floors, on the same files, page cache warm (see ../shared/README.md "Benchmark floors"):
 - hash floor: read every byte once and sha256 it, one core; "all cores": the files split over
   one thread per core (hashlib drops the GIL);
@@ -13,8 +14,10 @@ Floors, on the same files, page cache warm (see ../shared/README.md "Benchmark f
 Peers: nginx (serving the tree `ipwhl get` writes) for the gateway, and for pip and uv resolving
 and installing a closure of real wheels. Every ratio is a cost ratio: our time over the floor's
 (for rates, the peer's rate over ours), so 1.00x is as fast as the floor and more is slower.
-The peak resident memory of each child process (its own and its children's) comes from wait4.
-Not a test (tests/test_bench.py runs it on a few tiny wheels so it cannot rot): it prints figures.
+The peak resident memory of each child process (its own and its children's) comes from wait4,
+of a server from /proc (VmHWM). The figures of the former bench/gateway.py, car.py and gc.py are
+steps here; bench/overlay.py remains for its study of overlays across release sizes. Not a
+test (tests/test_bench.py runs it on a few tiny wheels so it cannot rot): it prints figures.
 """
 
 from __future__ import annotations
@@ -231,7 +234,7 @@ class Row:
 
     step: str
     value: float
-    unit: str  # "s", "req/s" or "MB/s"
+    unit: str  # "s", "MB", "MiB" (costs) or "req/s", "MB/s" (rates)
     floor_name: str = ""
     floor_value: float | None = None
     target: str = ""
@@ -242,9 +245,9 @@ class Row:
     def ratio(self) -> float | None:
         if not self.floor_value or not self.value:
             return None
-        if self.unit in {"s", "MiB"}:
-            return self.value / self.floor_value
-        return self.floor_value / self.value  # a rate: the peer's over ours
+        if self.unit.endswith("/s"):
+            return self.floor_value / self.value  # a rate: the peer's over ours
+        return self.value / self.floor_value
 
     def cells(self) -> list[str]:
         value = _shown(self.value, self.unit)
@@ -259,7 +262,9 @@ class Row:
 
 
 def _shown(value: float, unit: str) -> str:
-    return f"{value:.3f} s" if unit == "s" else f"{value:,.0f} {unit}"
+    if unit == "s":
+        return f"{value:.3f} s"
+    return f"{value:,.1f} {unit}" if unit == "MB" else f"{value:,.0f} {unit}"
 
 
 class Table:
@@ -391,13 +396,30 @@ def step_eval(ctx: Context) -> None:
     shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _store_bytes(store: Path) -> int:
+    total = 0
+    for kind in ("objects", "layouts", "blocks", "records", "sources", "roots"):
+        for folder, _dirs, names in os.walk(store / kind):
+            total += sum(os.stat(os.path.join(folder, name)).st_size for name in names)
+    return total
+
+
 def step_gc(ctx: Context) -> None:
     _ensure_built(ctx)
+    wheel_bytes = sum(path.stat().st_size for path in ctx.files)
+    ctx.table.add(Row("store size (everything rooted)", _store_bytes(ctx.store) / 1e6, "MB",
+                      "the wheels", wheel_bytes / 1e6, "<= 1.05x (issue 5)"))
     runs = [run_ipwhl("gc", store=ctx.store) for _ in range(3)]
     floor = min(store_read_floor(ctx.store) for _ in range(3))
     done = _best(runs)
     ctx.table.add(Row("gc, everything rooted", done.seconds, "s",
                       "read every file but objects", floor, "", done.peak_mib))
+    objects = sorted((ctx.store / "objects").glob("*/*"))
+    warm(objects)
+    verified = run_ipwhl("store", "verify", store=ctx.store)
+    ctx.table.add(Row("store verify, beyond start-up", verified.seconds - ctx.start, "s",
+                      "sha256 of the objects, one core", hash_floor(objects), "",
+                      verified.peak_mib))
 
 
 def _read_hash(path: Path) -> float:
@@ -419,9 +441,31 @@ def step_car(ctx: Context) -> None:
     fresh = ctx.out / "store-import"
     shutil.rmtree(fresh, ignore_errors=True)
     imported = run_ipwhl("import", str(car), store=fresh)
+    persisted = persist_floor([car], ctx.out / "scratch-car")
     ctx.table.add(Row("import into an empty store, beyond start-up",
-                      imported.seconds - ctx.start, "s", "persist floor of the CAR",
-                      persist_floor([car], ctx.out / "scratch-car"), "", imported.peak_mib))
+                      imported.seconds - ctx.start, "s", "persist floor of the CAR", persisted,
+                      "", imported.peak_mib))
+    port = free_port()
+    server = Server([sys.executable, "-m", "ipwhl", "serve", "--store", str(ctx.store),
+                     "--port", str(port)], f"http://127.0.0.1:{port}")
+    try:
+        wait_for(server.url + "/")
+        started = time.perf_counter()
+        with urllib.request.urlopen(f"{server.url}/ipfs/{ctx.root}?format=car") as response:
+            got = 0
+            while chunk := response.read(_READ):
+                got += len(chunk)
+        streamed = time.perf_counter() - started
+        if got != size:
+            raise SystemExit(f"the gateway's CAR has {got} bytes, ipwhl export wrote {size}")
+        ctx.table.add(Row("gateway ?format=car, one client", streamed, "s",
+                          "read + sha256 of the CAR", _read_hash(car)))
+        shutil.rmtree(fresh, ignore_errors=True)
+        fetched = run_ipwhl("fetch", ctx.root, "--from", server.url, store=fresh)
+        ctx.table.add(Row("fetch from ipwhl serve, beyond start-up", fetched.seconds - ctx.start,
+                          "s", "persist floor of the CAR", persisted, "", fetched.peak_mib))
+    finally:
+        server.stop()
     shutil.rmtree(fresh, ignore_errors=True)
     car.unlink()
 

@@ -48,14 +48,18 @@ def test_bench_run_prints_one_table_of_every_step(
         rows.setdefault(row["step"], row)  # the first of a step's rows holds its peak memory
     for step in ("check, cold", "check, warm", "build, cold", "build, warm, beyond start-up",
                  "eval, 6 wheels, empty store", "eval, 30 tiny projects",
-                 "gc, everything rooted", "import into an empty store, beyond start-up"):
+                 "gc, everything rooted", "import into an empty store, beyond start-up",
+                 "store verify, beyond start-up", "fetch from ipwhl serve, beyond start-up"):
         assert rows[step]["ratio"] > 0, step
         assert rows[step]["peak_mib"] > 5, step  # a Python process, measured on its own
     assert any(step.startswith("overlay, ") for step in rows)
     assert any(step.startswith("export (") for step in rows)
     assert rows["build, cold"]["floor_name"] == "persist floor"
+    assert 1 < rows["store size (everything rooted)"]["ratio"] < 1.5
+    assert rows["gateway ?format=car, one client"]["ratio"] > 0
     if shutil.which("wrk") and shutil.which("nginx"):
-        gateway = [row for step, row in rows.items() if step.startswith("gateway ")]
+        gateway = [row for step, row in rows.items() if step.startswith("gateway ")
+                   and "?format=car" not in step]
         assert len(gateway) == 4 and all(row["ratio"] > 0 for row in gateway)
     else:
         assert any("gateway skipped" in note for note in results["notes"])
