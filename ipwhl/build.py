@@ -395,7 +395,8 @@ class _DagWriter:
     def declaration(self, plan: Plan, summary: DeclarationSummary) -> Entry:
         """A declaration file, verbatim; read only when the store lacks it."""
         cid = CID.from_bytes(summary.file_cid)
-        if not self.store.has_block(cid):
+        # Its own blocks/ file, never a leaf of a wheel: no need to look among the layouts.
+        if not self.store.block_path(cid).exists():
             written, _ = add_bytes(self.store, plan.declarations.load(summary).text)
             if written != cid:
                 raise IntegrityError(f"{summary.relpath} changed while it was being read")

@@ -180,7 +180,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     findings = [
         f for project in plan.projects
         if overlay is None or project.project in overlay.recheck
-        for f in plan.declared_findings(project)
+        for f in plan.declared_findings(project, store)
     ]
     violations = to_violations(findings, plan.by_relpath)
     projects = []
@@ -193,7 +193,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         entry = {
             "project": project.project,
             "version": project.version,
-            "wheels": [w.declaration.filename for w in project.wheels],
+            "wheels": [w.summary.filename for w in project.wheels],
             "derivations": steps,
         }
         if overlay is not None:

@@ -130,11 +130,15 @@ class DeclarationSummary(NamedTuple):
 StatKey = tuple[int, int, int, int, int]
 
 
-def summarize(declaration: Declaration) -> DeclarationSummary:
-    """The summary of a parsed declaration."""
+def _digest(declaration: Declaration) -> bytes:
     hasher = blake3.blake3(declaration.relpath.encode())
     hasher.update(b"\0")
     hasher.update(declaration.text)
+    return hasher.digest()
+
+
+def summarize(declaration: Declaration) -> DeclarationSummary:
+    """The summary of a parsed declaration."""
     builder = unixfs.FileBuilder()
     builder.update(declaration.text)
     file_cid, _, file_tsize = builder.finish()
@@ -144,11 +148,21 @@ def summarize(declaration: Declaration) -> DeclarationSummary:
         version=sys.intern(str(declaration.version)),
         requires_python=declaration.requires_python,
         needs=tuple(sys.intern(name) for name in needs),
-        digest=hasher.digest(),
+        digest=_digest(declaration),
         file_cid=bytes(file_cid),
         file_tsize=file_tsize,
-        content_id=str(CID.parse(declaration.content_id)),
+        content_id=_canonical_cid(declaration.content_id),
     )
+
+
+def _canonical_cid(text: str) -> str:
+    # A valid declaration's content-id: base32 CIDs are canonical but for case (CID.parse
+    # checks), so only other spellings need parsing again.
+    if text[:1] in ("b", "B"):
+        return "b" + text[1:].lower()
+    if text.startswith("Qm"):
+        return text
+    return str(CID.parse(text))
 
 
 class DeclarationSet:
@@ -163,10 +177,12 @@ class DeclarationSet:
         root: Path,
         summaries: tuple[DeclarationSummary, ...],
         loaded: Mapping[str, Declaration] | None = None,
+        linked: frozenset[str] = frozenset(),
     ) -> None:
         self.root = root
         self.summaries = summaries
         self._loaded = dict(loaded or {})
+        self._linked = linked  # relpaths found through a symlink: checked again when read
         self._by_project: Mapping[str, tuple[DeclarationSummary, ...]] | None = None
 
     @property
@@ -186,8 +202,9 @@ class DeclarationSet:
             return declaration
         path = self.root.joinpath(*summary.relpath.split("/"))
         violations: list[Violation] = []
-        declaration = _load(path, self.root, violations)
-        if declaration is not None and summarize(declaration).digest != summary.digest:
+        declaration = _load(path, self.root, violations,
+                            inside=summary.relpath not in self._linked)
+        if declaration is not None and _digest(declaration) != summary.digest:
             violations.append(Violation(
                 Location(str(path)), DECLARATION,
                 "the file changed while ipwhl was using it, expected it to stay as it was "
@@ -250,7 +267,10 @@ def load_declarations(root: Path, cache: DeclarationCache | None = None) -> Decl
     started = clock.time_ns()
     summaries: list[DeclarationSummary] = []
     loaded: dict[str, Declaration] = {}
+    linked: set[str] = set()
     for found in _declaration_files(root, violations):
+        if found.key is None:
+            linked.add(found.relpath)
         summary = None
         if cache is not None and found.key is not None:
             summary = cache.get(found.relpath, found.key)
@@ -270,7 +290,7 @@ def load_declarations(root: Path, cache: DeclarationCache | None = None) -> Decl
         cache.save({summary.relpath for summary in summaries})
     if violations:
         raise DeclarationError(violations)
-    return DeclarationSet(root, tuple(summaries), loaded)
+    return DeclarationSet(root, tuple(summaries), loaded, frozenset(linked))
 
 
 class _Found(NamedTuple):

@@ -8,7 +8,7 @@ leave its identity as it was (git's "racy clean" problem). Symlinked files are n
 
 The cache lives in `<store>/cache/declarations/<root>/<xx>`: one folder per declarations folder
 (and per version of the code that parses declarations, so a change in what is read or how it
-is checked cannot meet old summaries), 256 shards by IPWHL's project prefix. Each shard is
+is checked cannot meet old summaries), 256 shards by project. Each shard is
 written whole, atomically, and carries a blake3 of its contents: a torn or corrupt shard is
 simply empty. Nothing else reads it; deleting it costs only time.
 """
@@ -19,13 +19,14 @@ import contextlib
 import os
 import secrets
 import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
 import blake3
 import msgpack
 
-from .declarations import DeclarationSummary, StatKey, prefix_of
+from .declarations import DeclarationSummary, StatKey
 
 __all__ = ["RACY_SECONDS", "DeclarationCache"]
 
@@ -137,4 +138,5 @@ class DeclarationCache:
 
 
 def _shard_name(relpath: str) -> str:
-    return prefix_of(relpath.rsplit("/", 2)[-2])
+    # By project, so that a project's files share a shard: 256 of them, by crc32 (fast).
+    return f"{zlib.crc32(relpath.rsplit('/', 2)[-2].encode()) & 0xFF:02x}"

@@ -18,6 +18,7 @@ from .cid import CID
 from .declarations import Declaration, DeclarationSet, DeclarationSummary
 from .derivations import Derivation
 from .releasefile import ReleaseSpec
+from .store import Store
 
 __all__ = [
     "Plan",
@@ -212,13 +213,23 @@ class Plan:
         """project → project_digest, for every project."""
         return {project: project_digest(group) for project, group in self.summaries.items()}
 
-    def declared_findings(self, project: ProjectPlan) -> list[Finding]:
-        """Checks 1 and 4 on the declared metadata of one project (pure; nothing is fetched)."""
+    def declared_findings(self, project: ProjectPlan, store: Store | None = None) -> list[Finding]:
+        """Checks 1 and 4 on the declared metadata of one project (nothing is fetched).
+
+        With a `store`, a check realised there (by a build or check) is read, not run again."""
         environments = self.spec.supported
-        return [
-            *check_platform_unique(project.declarations, environments),
-            *check_closure(project.declarations, self.release, environments),
-        ]
+        platform = _realised(store, project.check_platform)
+        if platform is None:
+            platform = check_platform_unique(project.declarations, environments)
+        closure = _realised(store, project.check_closure)
+        if closure is None:
+            closure = check_closure(project.declarations, self.release, environments)
+        return [*platform, *closure]
+
+
+def _realised(store: Store | None, derivation: Derivation) -> list[Finding] | None:
+    record = None if store is None else store.get_record(derivation.key)
+    return None if record is None else [Finding.from_record(r) for r in record]
 
 
 def _wheel_plan(summary: DeclarationSummary, declarations: DeclarationSet) -> WheelPlan:

@@ -176,3 +176,17 @@ def test_a_real_racy_window(tmp_path: Path, root: Path) -> None:
     for path in root.glob("*/*.toml"):
         os.utime(path, (old, old))  # mtime only: ctime says a moment ago
     assert load_declarations(root, DeclarationCache.in_store(store.root, root)).parsed == 4
+
+
+@pytest.mark.parametrize("spelling", [
+    CID, CID.upper(), "QmT78zSuBmuS4z925WZfrqQ1qHaJ56DQaTfyMUF7F8ff5o",
+    "f01551220a948904f2f0f479b8f8197694b30184b0d2ed1c1cd2a1ec0fb85d299a192a447",
+    "zb2rhk6GMPQF3hfzwXTaNYFLKomMeC6UXdUt6jZKPpeVirLtV",
+])
+def test_summaries_spell_the_content_id_canonically(tmp_path: Path, spelling: str) -> None:
+    from ipwhl.cid import CID as Cid
+
+    write(tmp_path, "a/a-1.0-py3-none-any.toml",
+          f"source = 'https://example.org/a.whl'\ncontent-id = '{spelling}'\n")
+    [summary] = load_declarations(tmp_path).summaries
+    assert summary.content_id == str(Cid.parse(spelling))

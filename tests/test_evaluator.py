@@ -274,3 +274,35 @@ def test_changing_the_supported_list_changes_only_the_release_wide_checks(tmp_pa
     assert changed(before, after) == {
         (builder, project) for builder in PROJECT_BUILDERS for project in "abcd"
     }
+
+
+def test_checks_realised_by_a_check_are_read_not_run(tmp_path: Path) -> None:
+    # eval of a large release: checks 1 and 4 a build or check already ran are read from the
+    # store, so no declaration is parsed for them.
+    from ipwhl.build import check_release
+    from ipwhl.declarations import load_declarations
+    from ipwhl.declcache import DeclarationCache
+    from ipwhl.evaluator import plan_release
+    from ipwhl.releasefile import load_release
+    from ipwhl.store import Store
+
+    release = write_release(tmp_path, [
+        Project("a", "1.0", tags=("cp311-cp311-manylinux_2_17_x86_64", "py3-none-any"),
+                requires_dist=["b>=2"]),
+        Project("b", "1.0"), Project("c", "1.0", requires_dist=["b"]),
+    ])
+    store = Store(tmp_path / "store").open()
+    assert check_release(store, load_plan(release.path)).violations
+
+    def plan() -> Plan:
+        cache = DeclarationCache.in_store(store.root, release.declarations, racy_seconds=0)
+        return plan_release(load_release(release.path),
+                            load_declarations(release.declarations, cache))
+
+    plan()
+    cached = plan()
+    read = [f for project in cached.projects for f in cached.declared_findings(project, store)]
+    assert cached.declarations.parsed == 0
+    run = [f for project in cached.projects for f in cached.declared_findings(project)]
+    assert cached.declarations.parsed == 4
+    assert read == run and {f.check for f in read} == {"platform-unique", "closure"}
