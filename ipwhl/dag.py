@@ -76,13 +76,23 @@ def node(store: Store, cid: CID, get_block: BlockGetter | None = None) -> Node:
 
 
 def resolve(
-    store: Store, root: CID, segments: list[str], get_block: BlockGetter | None = None
+    store: Store,
+    root: CID,
+    segments: list[str],
+    get_block: BlockGetter | None = None,
+    lookup: Callable[[CID, str], unixfs.Link | None] | None = None,
 ) -> Node:
-    """Follow `segments` from `root` (through HAMTs without listing them); NotFound if absent."""
+    """Follow `segments` from `root` (through HAMTs without listing them); NotFound if absent.
+
+    `lookup(directory, name)` (default: unixfs.lookup over `get_block`) finds one entry, so a
+    caller may keep directories it has decoded."""
     get_block = get_block or store.get_block
+    if lookup is None:
+        def lookup(cid: CID, name: str) -> unixfs.Link | None:
+            return unixfs.lookup(cid, name, get_block)
     cid = root
     for depth, name in enumerate(segments):
-        link = unixfs.lookup(cid, name, get_block)
+        link = lookup(cid, name)
         if link is None:
             where = "/".join(segments[: depth + 1])
             raise NotFound(f"{root}/{where} does not exist")

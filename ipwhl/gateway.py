@@ -67,6 +67,7 @@ _SMALL_FILE = 256 * 1024  # files up to this size are kept whole once read (page
 _SMALL_CACHE_BYTES = 64 << 20
 _LEAF_CACHE_BYTES = 64 << 20  # verified raw leaves of larger files (popular wheels)
 _LAYOUT_ENTRIES = 4096
+_DIRECTORY_LINKS = 1 << 20  # entries of decoded plain directories kept, name -> link
 # A large body is read this much per trip to a worker thread.
 _BODY_PIECE = 1 << 20
 # Over the connection cap a client gets its 503 and this long to read it before we hang up.
@@ -309,6 +310,11 @@ class _Answerer:
         self._leaves: _Lru[CID, bytes] = _Lru(_LEAF_CACHE_BYTES, len)
         # A file's layout, or False for a file that has none (its blocks are read instead).
         self._layouts: _Lru[CID, Layout | bool] = _Lru(_LAYOUT_ENTRIES)
+        # A plain directory's entries by name (decoded once: `simple/` lists every project),
+        # or False for a node looked up the usual way (a HAMT, a file).
+        self._directories: _Lru[CID, dict[str, Link] | bool] = _Lru(
+            _DIRECTORY_LINKS, lambda entries: len(entries) if isinstance(entries, dict) else 1
+        )
 
     def answer(self, request: _Request, *, inline: bool = False) -> _Reply:
         """The reply to `request`. With `inline` (on the event loop) it is made from the caches
@@ -376,9 +382,23 @@ class _Answerer:
         if found is None:
             if inline:
                 raise _NeedsStore
-            found = dag.resolve(self.store, root, segments, self._get_block)
+            found = dag.resolve(self.store, root, segments, self._get_block, self._lookup)
             self._nodes.put(key, found)
         return found
+
+    def _lookup(self, cid: CID, name: str) -> Link | None:
+        entries = self._directories.get(cid)
+        if entries is None:
+            entries = False
+            if unixfs.node_kind(cid, self._get_block) == "directory":
+                entries = {}
+                for link in unixfs.list_directory(cid, self._get_block):
+                    entries.setdefault(link.name, link)  # as unixfs.lookup: the first of a name
+            self._directories.put(cid, entries)
+        if entries is False:
+            return unixfs.lookup(cid, name, self._get_block)
+        assert isinstance(entries, dict)
+        return entries.get(name)
 
     def _chunks(self, cid: CID, start: int, end: int) -> Iterator[bytes]:
         """Bytes [start, end) of a file, leaf by leaf, each verified once and then kept."""
