@@ -268,7 +268,7 @@ def load_declarations(root: Path, cache: DeclarationCache | None = None) -> Decl
     summaries: list[DeclarationSummary] = []
     loaded: dict[str, Declaration] = {}
     linked: set[str] = set()
-    for found in _declaration_files(root, violations):
+    for found in _declaration_files(root, violations, cache, started):
         if found.key is None:
             linked.add(found.relpath)
         summary = None
@@ -299,8 +299,14 @@ class _Found(NamedTuple):
     key: StatKey | None  # None when a symlink is on the way: such files are read every time
 
 
-def _declaration_files(root: Path, violations: list[Violation]) -> Iterator[_Found]:
-    """The candidate declaration files of both layouts; anything else is a violation."""
+def _declaration_files(
+    root: Path, violations: list[Violation], cache: DeclarationCache | None = None,
+    started: int = 0,
+) -> Iterator[_Found]:
+    """The candidate declaration files of both layouts; anything else is a violation.
+
+    With a `cache`, a project folder unchanged since it was listed (its mtime and ctime change
+    whenever an entry is added, removed or renamed) is not listed again: its files are."""
 
     def report(path: str, message: str) -> None:
         violations.append(Violation(Location(path), DECLARATION, message))
@@ -330,10 +336,22 @@ def _declaration_files(root: Path, violations: list[Violation]) -> Iterator[_Fou
         return found
 
     def project_files(directory: os.DirEntry[str], relpath: str, linked: bool) -> Iterator[_Found]:
+        folder_key = None
+        if cache is not None and not linked:
+            info = directory.stat(follow_symlinks=False)
+            folder_key = (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_ctime_ns)
+            names = cache.listing(relpath, folder_key)
+            listed = names is not None and _stat_files(directory.path, relpath, names)
+            if listed:
+                yield from listed
+                return
+        found = []
+        clean = True
         for entry in entries(directory.path):
             if entry.is_dir():
                 report(entry.path,
                        "unexpected directory, expected only <wheel-stem>.toml files here")
+                clean = False
             elif entry.name.endswith(".toml"):
                 key = None
                 if not linked and not entry.is_symlink():
@@ -341,9 +359,15 @@ def _declaration_files(root: Path, violations: list[Violation]) -> Iterator[_Fou
                     if stat.S_ISREG(info.st_mode):
                         key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns,
                                info.st_ctime_ns)
-                yield _Found(f"{relpath}/{entry.name}", entry.path, key)
+                clean = clean and key is not None
+                found.append(_Found(f"{relpath}/{entry.name}", entry.path, key))
             else:
                 report(entry.path, f"unexpected file, expected {_LAYOUT}")
+                clean = False
+        if cache is not None and folder_key is not None and clean:
+            names = tuple(f.relpath.rsplit("/", 1)[1] for f in found)
+            cache.put_listing(relpath, folder_key, names, started)
+        yield from found
 
     for entry in entries(str(root)):
         if not entry.is_dir():
@@ -361,6 +385,22 @@ def _declaration_files(root: Path, violations: list[Violation]) -> Iterator[_Fou
                     report(child.path, f"unexpected file, expected {_LAYOUT}")
         else:
             yield from project_files(entry, entry.name, linked)
+
+
+def _stat_files(folder: str, relpath: str, names: tuple[str, ...]) -> list[_Found] | None:
+    """The files of a folder listed before, if each is still a regular file; else None."""
+    found = []
+    for name in names:
+        path = f"{folder}/{name}"
+        try:
+            info = os.lstat(path)
+        except OSError:
+            return None
+        if not stat.S_ISREG(info.st_mode):
+            return None
+        key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+        found.append(_Found(f"{relpath}/{name}", path, key))
+    return found
 
 
 def _holds_directories(path: str) -> bool:

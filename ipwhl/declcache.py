@@ -2,9 +2,12 @@
 
 `load_declarations` asks it for each file's summary by the file's identity on disk: device,
 inode, size, mtime and ctime (the kernel sets ctime on every change, and no program can set it
-back). A file whose identity is as when it was read is not read again. A file read within
-`RACY_SECONDS` of its last change is not cached at all: a change in the same clock tick could
-leave its identity as it was (git's "racy clean" problem). Symlinked files are never cached.
+back). A file whose identity is as when it was read is not read again, and a project folder
+whose identity is as when it was listed is not listed again (adding, removing or renaming an
+entry changes a folder's mtime and ctime; its files are still looked at one by one). A file or
+folder read within `RACY_SECONDS` of its last change is not cached at all: a change in the same
+clock tick could leave its identity as it was (git's "racy clean" problem). Symlinked files are
+never cached.
 
 The cache lives in `<store>/cache/declarations/<root>/<xx>`: one folder per declarations folder
 (and per version of the code that parses declarations, so a change in what is read or how it
@@ -28,7 +31,10 @@ import msgpack
 
 from .declarations import DeclarationSummary, StatKey
 
-__all__ = ["RACY_SECONDS", "DeclarationCache"]
+__all__ = ["RACY_SECONDS", "DeclarationCache", "FolderKey"]
+
+# What says a project folder holds the same names: device, inode, mtime and ctime (ns).
+FolderKey = tuple[int, int, int, int]
 
 RACY_SECONDS = 2  # more than the coarsest timestamps (FAT's 2 s) and any clock tick
 CACHE_FORMAT = 1
@@ -57,6 +63,7 @@ class DeclarationCache:
         self.racy_ns = int(racy_seconds * 1_000_000_000)
         self._shards: dict[str, dict[str, tuple[Any, ...]]] = {}
         self._dirty: set[str] = set()
+        self._folders: set[str] = set()  # listings looked up or put in this run
 
     @classmethod
     def in_store(
@@ -81,6 +88,25 @@ class DeclarationCache:
             tuple(sys.intern(name) for name in needs), digest, file_cid, file_tsize, content_id,
         )
 
+    def listing(self, folder: str, key: FolderKey) -> tuple[str, ...] | None:
+        """The names in the project folder `folder` (a relpath) if its identity is still `key`."""
+        entry = self._shard(f"{folder}/").get(f"{folder}/")
+        self._folders.add(f"{folder}/")
+        if entry is None or len(entry) != 5 or entry[:4] != key:
+            return None
+        return entry[4]
+
+    def put_listing(
+        self, folder: str, key: FolderKey, names: tuple[str, ...], read_at_ns: int
+    ) -> None:
+        """Remember what a project folder listed at `read_at_ns` holds (unless it was racy)."""
+        _device, _inode, mtime, ctime = key
+        if max(mtime, ctime) >= read_at_ns - self.racy_ns:
+            return
+        self._shard(f"{folder}/")[f"{folder}/"] = (*key, names)
+        self._folders.add(f"{folder}/")
+        self._dirty.add(_shard_name(f"{folder}/"))
+
     def put(self, summary: DeclarationSummary, key: StatKey, read_at_ns: int) -> None:
         """Remember a summary of a file read at `read_at_ns` (unless it was racy then)."""
         _device, _inode, _size, mtime, ctime = key
@@ -91,14 +117,17 @@ class DeclarationCache:
         self._dirty.add(_shard_name(summary.relpath))
 
     def save(self, relpaths: set[str]) -> None:
-        """Keep the entries of `relpaths` (the files there are now); write what changed."""
+        """Keep the entries of `relpaths` (the files there are now) and of the folders looked
+        at; write what changed."""
         for name, shard in self._shards.items():
-            gone = [relpath for relpath in shard if relpath not in relpaths]
+            gone = [relpath for relpath in shard
+                    if relpath not in relpaths and relpath not in self._folders]
             for relpath in gone:
                 del shard[relpath]
             if gone or name in self._dirty:
                 self._write(name, shard)
         self._dirty.clear()
+        self._folders.clear()
         self._shards.clear()  # read again on the next use: the summaries hold what is needed
 
     def _shard(self, relpath: str) -> dict[str, tuple[Any, ...]]:

@@ -39,15 +39,21 @@ def root(tmp_path: Path) -> Path:
     return pkgs
 
 
-def cache(tmp_path: Path, root: Path, racy_seconds: float = 0) -> DeclarationCache:
-    """The cache in a store; racy_seconds=0 takes files written a moment ago as settled."""
+# The racy window the tests use: files written before a load (which first waits a little longer
+# than this) are settled, and a change after it lands in a later clock tick.
+RACY = 0.05
+
+
+def cache(tmp_path: Path, root: Path, racy_seconds: float = RACY) -> DeclarationCache:
+    """The cache in a store (a short racy window: see RACY)."""
     store = Store(tmp_path / "store").open()
     found = DeclarationCache.in_store(store.root, root, racy_seconds=racy_seconds)
     assert found is not None
     return found
 
 
-def load(tmp_path: Path, root: Path, racy_seconds: float = 0) -> DeclarationSet:
+def load(tmp_path: Path, root: Path, racy_seconds: float = RACY) -> DeclarationSet:
+    time.sleep(RACY + 0.02)
     return load_declarations(root, cache(tmp_path, root, racy_seconds))
 
 
@@ -190,3 +196,27 @@ def test_summaries_spell_the_content_id_canonically(tmp_path: Path, spelling: st
           f"source = 'https://example.org/a.whl'\ncontent-id = '{spelling}'\n")
     [summary] = load_declarations(tmp_path).summaries
     assert summary.content_id == str(Cid.parse(spelling))
+
+
+def test_a_listed_folder_that_gains_loses_or_renames_a_file_is_listed_again(
+    tmp_path: Path, root: Path
+) -> None:
+    load(tmp_path, root)
+    assert load(tmp_path, root).parsed == 0  # folders and files from the cache
+    write(root, "b/b-1.0-cp312-cp312-win_amd64.toml", declaration())
+    again = load(tmp_path, root)
+    assert again.parsed == 1
+    assert len(again.summaries_by_project()["b"]) == 3
+    (root / "b/b-1.0-py3-none-any.toml").unlink()
+    assert [s.filename for s in load(tmp_path, root).summaries_by_project()["b"]] == [
+        "b-1.0-cp311-cp311-manylinux_2_17_x86_64.whl", "b-1.0-cp312-cp312-win_amd64.whl"
+    ]
+    os.rename(root / "b/b-1.0-cp312-cp312-win_amd64.toml",
+              root / "b/b-1.0-cp313-cp313-win_amd64.toml")
+    assert "b-1.0-cp313-cp313-win_amd64.whl" in {
+        s.filename for s in load(tmp_path, root).summaries_by_project()["b"]
+    }
+    (root / "a/a-1.0-py3-none-any.toml").unlink()
+    (root / "a/a-1.0-py3-none-any.toml").mkdir()
+    with pytest.raises(DeclarationError, match="unexpected directory"):
+        load(tmp_path, root)
