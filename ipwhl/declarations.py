@@ -13,7 +13,6 @@ import difflib
 import os
 import re
 import stat
-import sys
 import time as clock
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -145,9 +144,9 @@ def summarize(declaration: Declaration) -> DeclarationSummary:
     needs = sorted({canonicalize_name(r.name) for r in declaration.dependencies})
     return DeclarationSummary(
         relpath=declaration.relpath,
-        version=sys.intern(str(declaration.version)),
+        version=str(declaration.version),
         requires_python=declaration.requires_python,
-        needs=tuple(sys.intern(name) for name in needs),
+        needs=tuple(needs),
         digest=_digest(declaration),
         file_cid=bytes(file_cid),
         file_tsize=file_tsize,
@@ -269,6 +268,9 @@ def load_declarations(root: Path, cache: DeclarationCache | None = None) -> Decl
     loaded: dict[str, Declaration] = {}
     linked: set[str] = set()
     for found in _declaration_files(root, violations, cache, started):
+        if isinstance(found, DeclarationSummary):  # a whole project folder from the cache
+            summaries.append(found)
+            continue
         if found.key is None:
             linked.add(found.relpath)
         summary = None
@@ -284,13 +286,19 @@ def load_declarations(root: Path, cache: DeclarationCache | None = None) -> Decl
             if cache is not None and found.key is not None:
                 cache.put(summary, found.key, started)
         summaries.append(summary)
-    summaries.sort(key=lambda s: (s.project, s.filename, s.relpath))
+    summaries.sort(key=_order)
     violations.extend(_agreement(root, summaries))
     if cache is not None:  # what is valid stays valid, whatever the other files say
         cache.save({summary.relpath for summary in summaries})
     if violations:
         raise DeclarationError(violations)
     return DeclarationSet(root, tuple(summaries), loaded, frozenset(linked))
+
+
+def _order(summary: DeclarationSummary) -> tuple[str, str, str]:
+    # (project, file name, relpath): "<stem>.toml" sorts as "<stem>.whl" does.
+    folder, _, name = summary.relpath.rpartition("/")
+    return folder.rpartition("/")[2], name, summary.relpath
 
 
 class _Found(NamedTuple):
@@ -302,11 +310,12 @@ class _Found(NamedTuple):
 def _declaration_files(
     root: Path, violations: list[Violation], cache: DeclarationCache | None = None,
     started: int = 0,
-) -> Iterator[_Found]:
+) -> Iterator[_Found | DeclarationSummary]:
     """The candidate declaration files of both layouts; anything else is a violation.
 
     With a `cache`, a project folder unchanged since it was listed (its mtime and ctime change
-    whenever an entry is added, removed or renamed) is not listed again: its files are."""
+    whenever an entry is added, removed or renamed) is not listed again, and when each of its
+    files is unchanged too, their cached summaries come instead of the files."""
 
     def report(path: str, message: str) -> None:
         violations.append(Violation(Location(path), DECLARATION, message))
@@ -335,15 +344,16 @@ def _declaration_files(
             found.append(entry)
         return found
 
-    def project_files(directory: os.DirEntry[str], relpath: str, linked: bool) -> Iterator[_Found]:
+    def project_files(
+        directory: os.DirEntry[str], relpath: str, linked: bool
+    ) -> Iterator[_Found | DeclarationSummary]:
         folder_key = None
         if cache is not None and not linked:
             info = directory.stat(follow_symlinks=False)
             folder_key = (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_ctime_ns)
-            names = cache.listing(relpath, folder_key)
-            listed = names is not None and _stat_files(directory.path, relpath, names)
-            if listed:
-                yield from listed
+            cached = cache.folder_summaries(relpath, folder_key, directory.path)
+            if cached is not None:
+                yield from cached
                 return
         found = []
         clean = True
@@ -385,22 +395,6 @@ def _declaration_files(
                     report(child.path, f"unexpected file, expected {_LAYOUT}")
         else:
             yield from project_files(entry, entry.name, linked)
-
-
-def _stat_files(folder: str, relpath: str, names: tuple[str, ...]) -> list[_Found] | None:
-    """The files of a folder listed before, if each is still a regular file; else None."""
-    found = []
-    for name in names:
-        path = f"{folder}/{name}"
-        try:
-            info = os.lstat(path)
-        except OSError:
-            return None
-        if not stat.S_ISREG(info.st_mode):
-            return None
-        key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
-        found.append(_Found(f"{relpath}/{name}", path, key))
-    return found
 
 
 def _holds_directories(path: str) -> bool:
