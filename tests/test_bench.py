@@ -52,6 +52,7 @@ def test_bench_run_prints_one_table_of_every_step(
                  "store verify, beyond start-up", "fetch from ipwhl serve, beyond start-up"):
         assert rows[step]["ratio"] > 0, step
         assert rows[step]["peak_mib"] > 5, step  # a Python process, measured on its own
+        assert rows[step]["cpu"] > 0, step
     assert any(step.startswith("overlay, ") for step in rows)
     assert any(step.startswith("export (") for step in rows)
     assert rows["build, cold"]["floor_name"] == "persist floor"
