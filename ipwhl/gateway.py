@@ -620,6 +620,9 @@ def _car_variant(values: dict[str, str]) -> bool | None:
 
 def _trustless_format(request: _Request) -> _Trustless | None:
     """The trustless response a request asks for (?format= first, then Accept), else None."""
+    accept = request.header("accept") or ""
+    if not request.query and "vnd.ipld." not in accept.lower():
+        return None  # what pip, uv and browsers send: no need to parse it
     query = urllib.parse.parse_qs(request.query, keep_blank_values=True)
     explicit = (query.get("format") or [""])[-1]
     accepted = list(_media_ranges(request.header("accept") or ""))
