@@ -903,11 +903,16 @@ class Gateway:
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._tasks: set[asyncio.Task[object]] = set()
         self._active = 0
+        self._cap = config.max_connections
 
     async def start(self) -> int:
         """Bind the listening socket; return the port actually bound (port 0 picks a free one)."""
         if self._server is not None:
             raise GatewayError("the gateway is already started")
+        # Each connection is a file descriptor: serve no more than the process may open, less
+        # a margin for store reads and refusals, so accept() does not run out first.
+        self._cap = min(self.config.max_connections, max(16, _open_files_limit() - _FD_MARGIN))
+        _quiet_accept_errors(asyncio.get_running_loop())
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=_WORKERS, thread_name_prefix="ipwhl-gateway"
         )
@@ -963,7 +968,7 @@ class Gateway:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
-        over_cap = self._active >= self.config.max_connections
+        over_cap = self._active >= self._cap
         if not over_cap:
             self._active += 1
         finished = False
@@ -1003,6 +1008,56 @@ class Gateway:
                     writer.write_eof()
                 while await reader.read(_READ_SIZE):
                     pass
+
+
+# File descriptors kept free for worker threads reading the store, the listening socket, logs,
+# and connections accepted only to be refused.
+_FD_MARGIN = 128
+_ACCEPT_EXHAUSTED = "socket.accept() out of system resource"
+
+
+def _open_files_limit() -> int:
+    """Raise the soft limit on open files to the hard one, as servers do; the limit in force."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows has no such limit
+        return 1 << 20
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 16)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+    return soft if soft != resource.RLIM_INFINITY else 1 << 20
+
+
+def _quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """Log running out of file descriptors once in a while, not once per accept attempt.
+
+    asyncio retries accept() up to `backlog` times per wake-up after EMFILE, reporting each,
+    which floods the log (and blocks the loop on a slow stderr) just when it is busiest.
+    """
+    previous = loop.get_exception_handler()
+    last_logged = [float("-inf")]
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+        if context.get("message") == _ACCEPT_EXHAUSTED:
+            now = time.monotonic()
+            if now - last_logged[0] >= 10.0:
+                last_logged[0] = now
+                logger.warning(
+                    "out of file descriptors (%s): new connections wait; raise `ulimit -n`",
+                    context.get("exception"),
+                )
+            return
+        if previous is None:
+            loop.default_exception_handler(context)
+        else:
+            previous(loop, context)
+
+    if not getattr(previous, "ipwhl_accept_guard", False):  # one per loop, however many gateways
+        handler.ipwhl_accept_guard = True  # type: ignore[attr-defined]
+        loop.set_exception_handler(handler)
 
 
 # --- entry points ------------------------------------------------------------------------------

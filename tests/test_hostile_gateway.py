@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import os
 import random
 import re
+import resource
 import selectors
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -316,3 +320,74 @@ def test_ranges_on_a_directory_and_a_listing_are_ignored(tmp_path: Path):
         response = connection.getresponse()
         assert response.status == 200 and b"a.txt" in response.read()
         connection.close()
+
+
+def test_running_out_of_file_descriptors_is_survived(served, tmp_path):
+    """`ipwhl serve` limited to 128 open files, hit by 400 connections: each is answered (served
+    or told to retry), the log says so once, and the gateway serves again afterwards. (asyncio
+    retried accept() a thousand times per wake-up and logged each: the loop drowned.)"""
+    store, _, _ = served
+    port = free_port()
+    log = tmp_path / "serve.log"
+
+    def limit_files() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
+
+    with open(log, "wb") as stderr:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "ipwhl", "serve", "--port", str(port), "--store",
+             str(store.root)],
+            stdout=subprocess.DEVNULL, stderr=stderr, preexec_fn=limit_files,
+            env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent)),
+        )
+    try:
+        address = ("127.0.0.1", port)
+        wait_until_served(address, 20, log)
+        sockets = [socket.create_connection(address, timeout=10) for _ in range(400)]
+        selector = selectors.DefaultSelector()
+        try:
+            for sock in sockets:
+                with contextlib.suppress(OSError):
+                    sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                sock.setblocking(False)
+                selector.register(sock, selectors.EVENT_READ)
+            answers: dict[int | None, int] = {}
+            ends = time.monotonic() + 20
+            while selector.get_map() and time.monotonic() < ends:
+                for key, _ in selector.select(timeout=0.5):
+                    try:
+                        head = key.fileobj.recv(64)  # type: ignore[union-attr]
+                    except OSError:
+                        head = b""
+                    answers[status_of(head)] = answers.get(status_of(head), 0) + 1
+                    selector.unregister(key.fileobj)
+            assert not selector.get_map(), f"{len(selector.get_map())} never answered: {answers}"
+            assert set(answers) <= {200, 503} and answers.get(200, 0) >= 1, answers
+        finally:
+            selector.close()
+            for sock in sockets:
+                sock.close()
+        wait_until_served(address, 10, log)  # it recovers once the clients are gone
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    text = log.read_text()
+    assert text.count("out of file descriptors") <= 3, text[-2000:]
+    assert "socket.accept() out of system resource" not in text
+
+
+def wait_until_served(address: tuple[str, int], seconds: float, log: Path) -> None:
+    ends = time.monotonic() + seconds
+    while True:
+        with contextlib.suppress(OSError):
+            request = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            if status_of(exchange(address, request, timeout=2)) == 200:
+                return
+        assert time.monotonic() < ends, f"not served within {seconds} s: {log.read_text()[-500:]}"
+        time.sleep(0.1)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
