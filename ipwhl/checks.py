@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.tags import Tag
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
@@ -29,6 +30,7 @@ __all__ = [
     "PLATFORM_UNIQUE",
     "VERIFIABLE_SOURCE",
     "Finding",
+    "admits",
     "check_closure",
     "check_metadata",
     "check_platform_unique",
@@ -98,14 +100,20 @@ def _requires_python(text: str | None) -> SpecifierSet | None:
         return None
 
 
-def installable(declaration: Declaration, environment: Environment) -> bool:
-    """Whether an installer in `environment` could pick this wheel: tags and Requires-Python."""
-    if not environment.accepts(declaration.wheel.tags):
+def admits(environment: Environment, tags: Iterable[Tag], requires_python: str | None) -> bool:
+    """Whether an installer in `environment` could pick a wheel with these tags and
+    Requires-Python."""
+    if not environment.accepts(tags):
         return False
-    requires_python = _requires_python(declaration.requires_python)
-    return requires_python is None or requires_python.contains(
+    specifier = _requires_python(requires_python)
+    return specifier is None or specifier.contains(
         _python_full_version(environment), prereleases=True
     )
+
+
+def installable(declaration: Declaration, environment: Environment) -> bool:
+    """Whether an installer in `environment` could pick this wheel: tags and Requires-Python."""
+    return admits(environment, declaration.wheel.tags, declaration.requires_python)
 
 
 def check_platform_unique(

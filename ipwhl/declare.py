@@ -23,12 +23,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from .build import Progress
-from .checks import CLOSURE, check_closure, check_platform_unique, installable, to_violations
+from .checks import (
+    CLOSURE,
+    admits,
+    check_closure,
+    check_platform_unique,
+    installable,
+    to_violations,
+)
 from .cid import CID, SHA2_256
 from .declarations import Declaration, load_declarations, prefix_of
 from .environments import Environment
@@ -159,23 +166,9 @@ class Candidate:
         return self.wheel.filename
 
 
-def _specifier(text: str | None) -> SpecifierSet | None:
-    if text is None:
-        return None
-    try:
-        return SpecifierSet(text)
-    except InvalidSpecifier:
-        return None
-
-
 def installable_in(candidate: Candidate, environment: Environment) -> bool:
     """Whether an installer in `environment` could pick the wheel (tags and Requires-Python)."""
-    if not environment.accepts(candidate.wheel.tags):
-        return False
-    requires_python = _specifier(candidate.requires_python)
-    return requires_python is None or requires_python.contains(
-        environment.markers["python_full_version"], prereleases=True
-    )
+    return admits(environment, candidate.wheel.tags, candidate.requires_python)
 
 
 @dataclass(frozen=True)
