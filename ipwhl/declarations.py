@@ -14,7 +14,7 @@ import os
 import re
 import stat
 import time as clock
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from pathlib import Path
@@ -177,12 +177,13 @@ class DeclarationSet:
         summaries: tuple[DeclarationSummary, ...],
         loaded: Mapping[str, Declaration] | None = None,
         linked: frozenset[str] = frozenset(),
+        by_project: Mapping[str, tuple[DeclarationSummary, ...]] | None = None,
     ) -> None:
         self.root = root
         self.summaries = summaries
         self._loaded = dict(loaded or {})
         self._linked = linked  # relpaths found through a symlink: checked again when read
-        self._by_project: Mapping[str, tuple[DeclarationSummary, ...]] | None = None
+        self._by_project = by_project
 
     @property
     def parsed(self) -> int:
@@ -224,12 +225,7 @@ class DeclarationSet:
     def summaries_by_project(self) -> Mapping[str, tuple[DeclarationSummary, ...]]:
         """The summaries grouped by normalized project name, in sorted order."""
         if self._by_project is None:
-            grouped: dict[str, list[DeclarationSummary]] = {}
-            for summary in self.summaries:
-                grouped.setdefault(summary.project, []).append(summary)
-            self._by_project = MappingProxyType(
-                {name: tuple(group) for name, group in grouped.items()}
-            )
+            self._by_project = _group(list(self.summaries))
         return self._by_project
 
 
@@ -268,9 +264,10 @@ def load_declarations(root: Path, cache: DeclarationCache | None = None) -> Decl
     loaded: dict[str, Declaration] = {}
     linked: set[str] = set()
     for found in _declaration_files(root, violations, cache, started):
-        if isinstance(found, DeclarationSummary):  # a whole project folder from the cache
-            summaries.append(found)
+        if type(found) is list:  # a whole project folder's summaries, from the cache
+            summaries += found
             continue
+        assert isinstance(found, _Found)
         if found.key is None:
             linked.add(found.relpath)
         summary = None
@@ -287,12 +284,20 @@ def load_declarations(root: Path, cache: DeclarationCache | None = None) -> Decl
                 cache.put(summary, found.key, started)
         summaries.append(summary)
     summaries.sort(key=_order)
-    violations.extend(_agreement(root, summaries))
+    by_project = _group(summaries)
+    violations.extend(_agreement(root, by_project))
     if cache is not None:  # what is valid stays valid, whatever the other files say
         cache.save({summary.relpath for summary in summaries})
     if violations:
         raise DeclarationError(violations)
-    return DeclarationSet(root, tuple(summaries), loaded, frozenset(linked))
+    return DeclarationSet(root, tuple(summaries), loaded, frozenset(linked), by_project)
+
+
+def _group(summaries: list[DeclarationSummary]) -> Mapping[str, tuple[DeclarationSummary, ...]]:
+    grouped: dict[str, list[DeclarationSummary]] = {}
+    for summary in summaries:
+        grouped.setdefault(summary.project, []).append(summary)
+    return MappingProxyType({name: tuple(group) for name, group in grouped.items()})
 
 
 def _order(summary: DeclarationSummary) -> tuple[str, str, str]:
@@ -310,7 +315,7 @@ class _Found(NamedTuple):
 def _declaration_files(
     root: Path, violations: list[Violation], cache: DeclarationCache | None = None,
     started: int = 0,
-) -> Iterator[_Found | DeclarationSummary]:
+) -> Iterator[_Found | list[DeclarationSummary]]:
     """The candidate declaration files of both layouts; anything else is a violation.
 
     With a `cache`, a project folder unchanged since it was listed (its mtime and ctime change
@@ -346,15 +351,15 @@ def _declaration_files(
 
     def project_files(
         directory: os.DirEntry[str], relpath: str, linked: bool
-    ) -> Iterator[_Found | DeclarationSummary]:
+    ) -> Iterator[_Found | list[DeclarationSummary]]:
         folder_key = None
         if cache is not None and not linked:
+            cached = cache.folder_summaries(relpath, root_fd)
+            if cached is not None:
+                yield cached
+                return
             info = directory.stat(follow_symlinks=False)
             folder_key = (info.st_dev, info.st_ino, info.st_mtime_ns, info.st_ctime_ns)
-            cached = cache.folder_summaries(relpath, folder_key, directory.path)
-            if cached is not None:
-                yield from cached
-                return
         found = []
         clean = True
         for entry in entries(directory.path):
@@ -379,6 +384,22 @@ def _declaration_files(
             cache.put_listing(relpath, folder_key, names, started)
         yield from found
 
+    # Cached folders and files are stat'ed relative to the root: shorter paths to walk.
+    root_fd = os.open(root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0)) if cache else -1
+    try:
+        yield from _walk(root, entries, project_files, report)
+    finally:
+        if root_fd >= 0:
+            os.close(root_fd)
+
+
+def _walk(
+    root: Path,
+    entries: Callable[[str], list[os.DirEntry[str]]],
+    project_files: Callable[[os.DirEntry[str], str, bool],
+                            Iterator[_Found | list[DeclarationSummary]]],
+    report: Callable[[str, str], None],
+) -> Iterator[_Found | list[DeclarationSummary]]:
     for entry in entries(str(root)):
         if not entry.is_dir():
             report(entry.path, f"unexpected file, expected {_LAYOUT}")
@@ -410,39 +431,44 @@ def _resolves_inside(path: Path, real_root: Path) -> bool | None:
         return None
 
 
-def _agreement(root: Path, summaries: list[DeclarationSummary]) -> list[Violation]:
+def _agreement(
+    root: Path, by_project: Mapping[str, tuple[DeclarationSummary, ...]]
+) -> list[Violation]:
     """Violations between files: a wheel declared twice, a project with two versions."""
 
     def where(summary: DeclarationSummary) -> Location:
         return Location(str(root.joinpath(*summary.relpath.split("/"))))
 
+    # A wheel file name names its project, and a declaration sits under its project's folder,
+    # so a wheel declared twice is declared twice in one project: one file alone agrees.
     violations = []
-    first_by_filename: dict[str, DeclarationSummary] = {}
-    by_project: dict[str, list[DeclarationSummary]] = {}
-    for summary in summaries:
-        first = first_by_filename.setdefault(summary.filename, summary)
-        if first is not summary:
-            violations.append(
-                Violation(
-                    where(summary),
-                    DECLARATION,
-                    f"wheel {summary.filename!r} is declared twice, also in {first.relpath}; "
-                    "expected one declaration per wheel",
-                )
-            )
-            continue
-        by_project.setdefault(summary.project, []).append(summary)
+    kept: dict[str, list[DeclarationSummary]] = {}
     for project, group in by_project.items():
         if len(group) == 1:
             continue
+        first_by_filename: dict[str, DeclarationSummary] = {}
+        for summary in group:
+            first = first_by_filename.setdefault(summary.filename, summary)
+            if first is not summary:
+                violations.append(
+                    Violation(
+                        where(summary),
+                        DECLARATION,
+                        f"wheel {summary.filename!r} is declared twice, also in "
+                        f"{first.relpath}; expected one declaration per wheel",
+                    )
+                )
+                continue
+            kept.setdefault(project, []).append(summary)
+    for project, wheels in kept.items():
         # The version most wheels have is the project's; ties go to the first file.
-        versions = [Version(summary.version) for summary in group]
+        versions = [Version(summary.version) for summary in wheels]
         counts: dict[Version, int] = {}
         for found in versions:
             counts[found] = counts.get(found, 0) + 1
         version = max(counts, key=lambda v: counts[v])
-        witness = group[versions.index(version)]
-        for summary, found in zip(group, versions, strict=True):
+        witness = wheels[versions.index(version)]
+        for summary, found in zip(wheels, versions, strict=True):
             if found != version:
                 violations.append(
                     Violation(

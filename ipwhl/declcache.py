@@ -92,27 +92,33 @@ class DeclarationCache:
             file_tsize, content_id,
         )
 
-    def folder_summaries(
-        self, folder: str, key: FolderKey, path: str
-    ) -> list[DeclarationSummary] | None:
-        """The summaries of every file in the project folder `folder` (a relpath, at `path`)
-        when the folder's identity is still `key` and each file's is as cached; else None.
+    def folder_summaries(self, folder: str, root_fd: int) -> list[DeclarationSummary] | None:
+        """The summaries of every file in the project folder `folder` (a relpath under the
+        declarations folder open as `root_fd`) when the folder's identity and each file's are
+        as cached; else None.
 
-        The one call a cached project costs: a stat of each file, no listing, no reading."""
+        The one call a cached project costs: a stat of the folder and of each file."""
         listed = f"{folder}/"
         shard = self._shard(listed)
         self._folders.add(listed)
         entry = shard.get(listed)
-        if entry is None or len(entry) != 5 or entry[:4] != key:
+        if entry is None or len(entry) != 5:
+            return None
+        try:
+            info = os.stat(folder, dir_fd=root_fd, follow_symlinks=False)
+        except OSError:
+            return None
+        if (entry[0] != info.st_dev or entry[1] != info.st_ino or entry[2] != info.st_mtime_ns
+                or entry[3] != info.st_ctime_ns or not stat.S_ISDIR(info.st_mode)):
             return None
         strings = self._strings
         found = []
         for name in entry[4]:
+            relpath = listed + name
             try:
-                info = os.lstat(f"{path}/{name}")
+                info = os.stat(relpath, dir_fd=root_fd, follow_symlinks=False)
             except OSError:
                 return None
-            relpath = listed + name
             cached = shard.get(relpath)
             if (cached is None or len(cached) != 12 or cached[0] != info.st_dev
                     or cached[1] != info.st_ino or cached[2] != info.st_size

@@ -186,7 +186,7 @@ def plan_overlay(plan: Plan, previous: PreviousRelease) -> Overlay:
             reasons.setdefault(project, "supported environments changed: checks run again")
     elif touched:
         for project, summaries in plan.summaries.items():
-            if project in recheck:
+            if project in recheck or all(touched.isdisjoint(s.needs) for s in summaries):
                 continue
             hit = sorted({name for s in summaries for name in s.needs if name in touched})
             if hit:
