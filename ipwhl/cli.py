@@ -8,9 +8,9 @@ import os
 import re
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .completion import SHELLS
@@ -183,29 +183,31 @@ def cmd_eval(args: argparse.Namespace) -> int:
         for f in plan.declared_findings(project, store)
     ]
     violations = to_violations(findings, plan.by_relpath)
-    projects = []
-    for project in plan.projects:
-        steps = [
-            {"builder": d.builder, "label": d.label, "key": d.key,
-             "realised": realiser.is_realised(d)}
-            for d in project.derivations()
-        ]
-        entry = {
-            "project": project.project,
-            "version": project.version,
-            "wheels": [w.summary.filename for w in project.wheels],
-            "derivations": steps,
-        }
-        if overlay is not None:
-            entry["overlay"] = {
-                "rebuild": project.project in overlay.rebuilt,
-                "recheck": project.project in overlay.recheck,
-                "reason": overlay.reasons.get(project.project, "unchanged: reused as it was"),
+
+    def entries() -> Iterator[dict[str, Any]]:  # one at a time: a release may be huge
+        for project in plan.projects:
+            steps = [
+                {"builder": d.builder, "label": d.label, "key": d.key,
+                 "realised": realiser.is_realised(d)}
+                for d in project.derivations()
+            ]
+            entry = {
+                "project": project.project,
+                "version": project.version,
+                "wheels": [w.summary.filename for w in project.wheels],
+                "derivations": steps,
             }
-        projects.append(entry)
+            if overlay is not None:
+                entry["overlay"] = {
+                    "rebuild": project.project in overlay.rebuilt,
+                    "recheck": project.project in overlay.recheck,
+                    "reason": overlay.reasons.get(project.project, "unchanged: reused as it was"),
+                }
+            yield entry
+
     removed = sorted(overlay.removed) if overlay is not None else []
     if args.json:
-        document = {"release": plan.spec.name, "projects": projects,
+        document = {"release": plan.spec.name, "projects": list(entries()),
                     "violations": [str(v) for v in violations]}
         if overlay is not None:
             document["on_top_of"] = str(overlay.previous.cid)
@@ -213,8 +215,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         json.dump(document, sys.stdout, indent=2)
         print()
     else:
-        total = realised = 0
-        for project in projects:
+        total = realised = count = 0
+        for project in entries():
+            count += 1
             reason = f"  [{project['overlay']['reason']}]" if "overlay" in project else ""
             print(f"{project['project']} {project['version']}{reason}")
             for wheel in project["wheels"]:
@@ -226,7 +229,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 print(f"    {step['builder']:<15} {step['key'][:16]}  {state}")
         for project in removed:
             print(f"{project}  [removed]")
-        print(f"{len(projects)} projects, {total} derivations, {realised} realised")
+        print(f"{count} projects, {total} derivations, {realised} realised")
         if overlay is not None:
             print(f"on top of {overlay.previous.cid} (#{overlay.previous.sequence}): "
                   f"{len(overlay.rebuilt)} projects to rebuild, {len(overlay.recheck)} to recheck, "

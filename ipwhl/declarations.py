@@ -486,6 +486,7 @@ class _Reporter:
 
     def __init__(self, path: Path, violations: list[Violation]) -> None:
         self.path = path
+        self.where = str(path)  # one string for every location in the file
         self.violations = violations
         self.positions = tomlpos.Positions(keys={})
         self.count = 0
@@ -504,7 +505,7 @@ class _Reporter:
         self.at(self.positions.element(key, index), message)
 
     def location(self, position: tuple[int, int]) -> Location:
-        return Location(str(self.path), *position)
+        return Location(self.where, *position)
 
 
 def _load(
