@@ -545,10 +545,23 @@ def build_release(
         with store.batch():  # pages, records, blocks made durable together, before the root
             record = realiser.realise(release, build, valid=whole)
         root = CID.parse(record["cid"])
-        keys = {*record["keys"], *realiser.used, release.key}
-        store.add_root(plan.spec.name, sequence, root, keys)
+        # A rebuild that ran nothing finds its root as it would write it (a large release's
+        # keys are megabytes): it is written again only when it is not there.
+        if realiser.ran.total() or not _rooted(store, plan.spec.name, sequence, root):
+            keys = {*record["keys"], *realiser.used, release.key}
+            store.add_root(plan.spec.name, sequence, root, keys)
         store.mark_whole(root)  # so an overlay on top of it need not walk it first
     return BuildResult(root, plan.spec.name, sequence, previous, realiser)
+
+
+def _rooted(store: Store, name: str, sequence: int, root: CID) -> bool:
+    """Whether release `sequence` of `name` is rooted as `root`, with the keys a build gives."""
+    path = store.root_path(name, sequence)
+    try:
+        rooted = path.read_text().strip() == str(root)
+    except (OSError, UnicodeDecodeError):
+        return False
+    return rooted and path.with_name(f"{sequence}.keys").is_file()
 
 
 def _release_derivation(
