@@ -520,11 +520,15 @@ def build_release(
             checked.raise_for_violations()
             built = write_dag(store, plan, checked, realiser, on_top_of=previous,
                               sequence=sequence, overlay=layered, extras=extras)
-            return {"cid": str(built.root), "keys": sorted(realiser.used),
-                    "generation": generation}
+            # The keys (millions for a large release) in a record of their own, read only
+            # when the release is rooted anew: a warm build reads a few bytes.
+            realiser.used.add(keys_key)  # rooted with the rest, so gc keeps it
+            store.put_record(keys_key, sorted(realiser.used))
+            return {"cid": str(built.root), "keys-record": keys_key, "generation": generation}
 
         generation = store.generation()
         release = _release_derivation(plan, sequence, previous, extras)
+        keys_key = Derivation("release-keys", RELEASE_VERSION, {"release": release.key}).key
 
         def whole(record: dict[str, Any]) -> bool:
             # Nothing deleted since the record was written (no gc, no repair): the DAG it
@@ -548,7 +552,11 @@ def build_release(
         # A rebuild that ran nothing finds its root as it would write it (a large release's
         # keys are megabytes): it is written again only when it is not there.
         if realiser.ran.total() or not _rooted(store, plan.spec.name, sequence, root):
-            keys = {*record["keys"], *realiser.used, release.key}
+            built_with = record.get("keys")  # records before the keys had their own
+            if built_with is None:
+                built_with = store.get_record(record["keys-record"]) or []
+                realiser.used.add(record["keys-record"])
+            keys = {*built_with, *realiser.used, release.key}
             store.add_root(plan.spec.name, sequence, root, keys)
         store.mark_whole(root)  # so an overlay on top of it need not walk it first
     return BuildResult(root, plan.spec.name, sequence, previous, realiser)

@@ -535,3 +535,17 @@ def test_an_overlay_reads_only_the_declarations_it_checks(
     assert cached.declarations.parsed == 3
     cached.declarations.load(cached.summaries["c"][0])
     assert cached.declarations.parsed == 4  # c's had not been read
+
+
+def test_a_rebuild_after_its_root_was_dropped_roots_it_with_every_key(
+    tmp_path: Path, store: Store, previous: BuildResult
+) -> None:
+    # The keys a build used live in a record of their own (a warm build does not read them);
+    # rooting the release again, with nothing to run, takes them from there.
+    keys = set(store.root_record_keys("test", 1))
+    assert len(keys) > 10
+    assert store.remove_root("test", 1)
+    realiser = Realiser(store)
+    again = build_release(store, load_plan(_write(tmp_path / "v1", BASE).path), realiser=realiser)
+    assert again.root == previous.root and sum(realiser.ran.values()) == 0
+    assert set(store.root_record_keys("test", 1)) == keys
