@@ -184,6 +184,7 @@ class Store:
         self._write_error: BaseException | None = None
         self._batch_depth = 0
         self._batch_lock = threading.RLock()
+        self._folders: set[str] = set()  # shard folders known to exist (the writer's own)
 
     # -- set-up -----------------------------------------------------------------------------
 
@@ -265,8 +266,13 @@ class Store:
         tmp_dir = self.root / "tmp"
         path = tmp_dir / f"{os.getpid()}-{secrets.token_hex(8)}{suffix}"
         try:
-            tmp_dir.mkdir(parents=True, exist_ok=True)
-            with open(path, "xb") as handle:
+            self._ensure_folder(tmp_dir)
+            try:
+                handle = open(path, "xb")
+            except FileNotFoundError:  # tmp/ was removed since (by hand)
+                tmp_dir.mkdir(parents=True, exist_ok=True)
+                handle = open(path, "xb")
+            with handle:
                 yield path, handle
         except OSError as exc:
             if exc.errno in _NO_SPACE:
@@ -280,11 +286,21 @@ class Store:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 
+    def _ensure_folder(self, folder: Path) -> None:
+        # One mkdir per folder and process, not one per file written.
+        if str(folder) not in self._folders:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._folders.add(str(folder))
+
     def _commit(self, temp: Path, handle: IO[bytes], final: Path) -> None:
         handle.flush()
         os.fsync(handle.fileno())
-        final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(temp, final)
+        self._ensure_folder(final.parent)
+        try:
+            os.replace(temp, final)
+        except FileNotFoundError:  # the folder was removed since (by hand)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(temp, final)
 
     def _write_atomic(self, final: Path, data: bytes) -> None:
         with self.temporary() as (temp, handle):
@@ -361,9 +377,11 @@ class Store:
         os.makedirs(tmp_dir, exist_ok=True)
         prefix = os.path.join(tmp_dir, f"{os.getpid()}-{secrets.token_hex(6)}-")
         temps = [f"{prefix}{index}" for index in range(len(files))]
+        written = renamed = 0
         try:
             for temp, data in zip(temps, files.values(), strict=True):
                 descriptor = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                written += 1
                 try:
                     view = memoryview(data)
                     while view:
@@ -372,13 +390,18 @@ class Store:
                     os.close(descriptor)
             _sync_files(tmp_dir, temps)
             for temp, final in zip(temps, files, strict=True):
+                folder = os.path.dirname(final)
+                if folder not in self._folders:  # a shard folder met for the first time
+                    os.makedirs(folder, exist_ok=True)
+                    self._folders.add(folder)
                 try:
                     os.replace(temp, final)
-                except FileNotFoundError:  # the shard's folder is new
-                    os.makedirs(os.path.dirname(final), exist_ok=True)
+                except FileNotFoundError:  # the folder was removed since (by hand)
+                    os.makedirs(folder, exist_ok=True)
                     os.replace(temp, final)
+                renamed += 1
         finally:
-            for temp in temps:
+            for temp in temps[renamed:written]:  # what was written and never renamed
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(temp)
 
