@@ -177,11 +177,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from .overlay import load_previous, plan_overlay
 
         overlay = plan_overlay(plan, load_previous(store, CID.parse(on_top_of)))
-    findings = [
-        f for project in plan.projects
-        if overlay is None or project.project in overlay.recheck
-        for f in plan.declared_findings(project, store)
-    ]
+    findings = plan.all_declared_findings(store, None if overlay is None else overlay.recheck)
     violations = to_violations(findings, plan.by_relpath)
 
     def entries() -> Iterator[dict[str, Any]]:  # one at a time: a release may be huge

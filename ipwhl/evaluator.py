@@ -7,13 +7,13 @@ large release touches few of them.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
 import blake3
 
-from .checks import Finding, check_closure, check_platform_unique
+from .checks import CLOSURE, PLATFORM_UNIQUE, Finding, check_closure, check_platform_unique
 from .cid import CID
 from .declarations import Declaration, DeclarationSet, DeclarationSummary
 from .derivations import Derivation
@@ -225,6 +225,27 @@ class Plan:
         if closure is None:
             closure = check_closure(project.declarations, self.release, environments)
         return [*platform, *closure]
+
+
+    def all_declared_findings(
+        self, store: Store | None = None, only: Collection[str] | None = None
+    ) -> list[Finding]:
+        """Checks 1 and 4 of every project (or of the projects `only` names).
+
+        With a `store` where the whole release was checked (a build or check), they are read
+        from that one record; else each project's checks realised there are read, the rest run.
+        """
+        record = None if store is None else store.get_record(self.check.key)
+        if record is not None:
+            found = (Finding.from_record(r) for r in record["findings"])
+            return [
+                f for f in found if f.check in (PLATFORM_UNIQUE, CLOSURE)
+                and (only is None or f.relpath.rsplit("/", 2)[-2] in only)
+            ]
+        return [
+            f for project in self.projects if only is None or project.project in only
+            for f in self.declared_findings(project, store)
+        ]
 
 
 def _realised(store: Store | None, derivation: Derivation) -> list[Finding] | None:

@@ -306,3 +306,25 @@ def test_checks_realised_by_a_check_are_read_not_run(tmp_path: Path) -> None:
     run = [f for project in cached.projects for f in cached.declared_findings(project)]
     assert cached.declarations.parsed == 4
     assert read == run and {f.check for f in read} == {"platform-unique", "closure"}
+
+
+def test_a_checked_release_gives_its_declared_findings_from_one_record(tmp_path: Path) -> None:
+    from ipwhl.build import check_release
+    from ipwhl.store import Store
+
+    release = write_release(tmp_path, [
+        Project("a", "1.0", tags=("cp311-cp311-manylinux_2_17_x86_64", "py3-none-any"),
+                requires_dist=["b>=2"]),
+        Project("b", "1.0"), Project("c", "1.0", requires_dist=["b"]),
+    ])
+    store = Store(tmp_path / "store").open()
+    plan = load_plan(release.path)
+    computed = plan.all_declared_findings()
+    assert {f.check for f in computed} == {"platform-unique", "closure"}
+    assert check_release(store, plan).violations
+    assert store.has_record(plan.check.key)
+    fresh = load_plan(release.path)
+    assert sorted(fresh.all_declared_findings(store)) == sorted(computed)
+    only_c = fresh.all_declared_findings(store, only={"c"})
+    assert only_c == [] and fresh.all_declared_findings(only={"b"}) == []
+    assert sorted(fresh.all_declared_findings(store, only={"a"})) == sorted(computed)
