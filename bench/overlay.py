@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import tomli
@@ -82,23 +83,44 @@ def bump(release: Path, project: str, out: Path) -> Path:
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(release.parent / "pkgs", out / "pkgs", symlinks=True)
     shutil.copy2(release, out / "release.toml")
-    folder = out / "pkgs" / project
     (path, fields), *_ = _declarations(release)[project]
+    _replace(out / "pkgs" / project, project, path, fields, out / "wheels")
+    return out / "release.toml"
+
+
+def bump_in_place(release: Path, project: str, wheels: Path) -> Callable[[], None]:
+    """Upgrade `project` in `release` itself, as a curator edits one declaration; returns the
+    function that puts the old declarations back."""
+    entries = _declarations(release)[project]
+    folder = entries[0][0].parent
+    saved = {path: path.read_bytes() for path, _ in entries}
+    new = _replace(folder, project, entries[0][0], entries[0][1], wheels)
+
+    def undo() -> None:
+        new.unlink()
+        for path, data in saved.items():
+            path.write_bytes(data)
+
+    return undo
+
+
+def _replace(folder: Path, project: str, path: Path, fields: dict, wheels: Path) -> Path:
+    # Every declaration of the project goes; one new pure wheel, one version up, comes instead.
     for old in folder.glob("*.toml"):
         old.unlink()
-    version = str(_bumped(_version(path)))
-    (out / "wheels").mkdir()
+    wheels.mkdir(parents=True, exist_ok=True)
     wheel = build_wheel(
-        out / "wheels", project, version,
+        wheels, project, str(_bumped(_version(path))),
         requires_python=fields.get("requires-python"),
         requires_dist=fields.get("dependencies", []),
         provides_extra=fields.get("extras", []),
     )
-    (folder / (wheel.name[: -len(".whl")] + ".toml")).write_text(genrelease._declaration(
+    new = folder / (wheel.name[: -len(".whl")] + ".toml")
+    new.write_text(genrelease._declaration(
         wheel.resolve().as_uri(), str(file_cid(wheel.read_bytes())),
         fields.get("requires-python"), fields.get("extras", []), fields.get("dependencies", []),
     ))
-    return out / "release.toml"
+    return new
 
 
 def profile(release: Path, on_top_of: str, store: Path, out: Path) -> None:

@@ -392,12 +392,22 @@ def step_overlay(ctx: Context) -> None:
     if not projects:
         ctx.table.note("overlay skipped: no project can be bumped without breaking a dependent")
         return
-    bumped = overlay.bump(ctx.release, projects[0], ctx.out / "bumped")
-    done = run_ipwhl("build", str(bumped), "--on-top-of", ctx.root, store=ctx.store)
+    # As a curator works: one declaration edited in the tree the release was built from.
+    undo = overlay.bump_in_place(ctx.release, projects[0], ctx.out / "bumped-wheels")
+    try:
+        done = run_ipwhl("build", str(ctx.release), "--on-top-of", ctx.root, store=ctx.store)
+    finally:
+        undo()
     ctx.table.add(Row(f"overlay, {projects[0]} upgraded, beyond start-up",
                       done.seconds - ctx.start, "s", "cold build beyond start-up",
                       ctx.cold_build - ctx.start, "<= 0.02x (issue 4)", done.peak_mib,
                       cpu=done.cpu))
+    # As CI works: a fresh copy of the declarations, which no cache in the store has seen.
+    bumped = overlay.bump(ctx.release, projects[0], ctx.out / "bumped")
+    done = run_ipwhl("build", str(bumped), "--on-top-of", ctx.root, store=ctx.store)
+    ctx.table.add(Row("overlay, the same, declarations in a fresh copy", done.seconds - ctx.start,
+                      "s", "cold build beyond start-up", ctx.cold_build - ctx.start, "",
+                      done.peak_mib, cpu=done.cpu))
 
 
 def step_eval(ctx: Context) -> None:
