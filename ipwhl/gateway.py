@@ -19,6 +19,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import email.utils
+import errno
 import functools
 import hashlib
 import html
@@ -39,7 +40,7 @@ import h11
 
 from . import __version__, car, dag, unixfs
 from .cid import CID, IDENTITY
-from .errors import IntegrityError, IpwhlError, NotFound
+from .errors import IntegrityError, IpwhlError, NotFound, StoreError
 from .store import Layout, Store
 from .unixfs import Link
 
@@ -72,6 +73,9 @@ _DIRECTORY_LINKS = 1 << 20  # entries of decoded plain directories kept, name ->
 _BODY_PIECE = 1 << 20
 # Over the connection cap a client gets its 503 and this long to read it before we hang up.
 _REFUSAL_GRACE = 1.0
+# A failing disk fails every request that touches it: one log line per kind of failure this
+# often, not one (with a traceback) per request.
+_REPORT_INTERVAL = 10.0
 
 # Deterministic, small and enough for a release DAG; the platform's mimetypes table is neither.
 _CONTENT_TYPES = {
@@ -179,6 +183,50 @@ class _Lru(Generic[_K, _V]):
             while self._total > self._capacity:
                 _, dropped = self._items.popitem(last=False)
                 self._total -= self._weight(dropped)
+
+
+class _Reports:
+    """Rate-limited error lines: the first of a kind at once, then at most one per interval,
+    saying how many went unreported in between. Thread-safe (workers and the loop report)."""
+
+    def __init__(self, interval: float = _REPORT_INTERVAL) -> None:
+        self._interval = interval
+        self._last: dict[str, float] = {}
+        self._unreported: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def error(self, kind: str, message: str, *args: object) -> None:
+        now = time.monotonic()
+        with self._lock:
+            last = self._last.get(kind)
+            if last is not None and now - last < self._interval:
+                self._unreported[kind] = self._unreported.get(kind, 0) + 1
+                return
+            self._last[kind] = now
+            unreported = self._unreported.pop(kind, 0)
+        if unreported:
+            message += f" (and {unreported} more like it since the last report)"
+        logger.error(message, *args)
+
+
+def _read_failure(exc: OSError | StoreError) -> tuple[str, str]:
+    """(kind, one line) for a store file that could not be read: its name and the errno."""
+    if not isinstance(exc, OSError):
+        return "store", str(exc)
+    code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+    return f"read {code}", f"{exc.filename or 'a store file'}: {code} ({exc.strerror or exc})"
+
+
+@contextlib.contextmanager
+def _naming(what: object) -> Iterator[None]:
+    """Let an OSError raised inside name `what` when it names no file (a failed read() does
+    not: only open() knows the path)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None:
+            exc.filename = str(what)
+        raise
 
 
 class _BadRequest(ValueError):
@@ -302,8 +350,9 @@ _cid_text = functools.lru_cache(maxsize=16384)(str)
 class _Answerer:
     """Turns one parsed request into a reply, reading the store; never raises for bad input."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, reports: _Reports) -> None:
         self.store = store
+        self.reports = reports
         self._nodes: _Lru[tuple[CID, tuple[str, ...]], dag.Node] = _Lru(_NODE_ENTRIES)
         self._blocks: _Lru[CID, bytes] = _Lru(_BLOCK_CACHE_BYTES, len)
         self._small: _Lru[CID, bytes] = _Lru(_SMALL_CACHE_BYTES, len)
@@ -336,10 +385,16 @@ class _Answerer:
         except _NotAcceptable as exc:
             return _text_reply(406, f"not acceptable: {exc}")
         except IntegrityError as exc:
-            logger.error("refusing %s: %s", request.path, exc)
+            self.reports.error("corrupt", "refusing %s: %s", request.path, exc)
             return _text_reply(500, "corrupt block in store")
         except NotFound as exc:
             return _text_reply(404, f"not found: {exc}")
+        except (OSError, StoreError) as exc:
+            # EIO, a file that became a directory, a vanished mount: this request fails, the
+            # gateway goes on serving everything else.
+            kind, line = _read_failure(exc)
+            self.reports.error(kind, "cannot read the store for %s: %s", request.path, line)
+            return _text_reply(500, "cannot read the store")
         except Exception:
             logger.exception("internal error answering %s", request.path)
             return _text_reply(500, "internal error")
@@ -400,14 +455,17 @@ class _Answerer:
         assert isinstance(entries, dict)
         return entries.get(name)
 
-    def _chunks(self, cid: CID, start: int, end: int) -> Iterator[bytes]:
-        """Bytes [start, end) of a file, leaf by leaf, each verified once and then kept."""
+    def _chunks(
+        self, cid: CID, start: int, end: int, *, keep_leaves: bool = True
+    ) -> Iterator[bytes]:
+        """Bytes [start, end) of a file, leaf by leaf, each verified once (and then kept)."""
         layout = self._layouts.get(cid)
         if layout is None:
-            layout = self.store.get_layout(cid) or False
+            with _naming(self.store.layout_path(cid)):
+                layout = self.store.get_layout(cid) or False
             self._layouts.put(cid, layout)
         if layout is False:
-            yield from dag.iter_bytes(self.store, cid, start, end)
+            yield from unixfs.iter_file(cid, self._read_block, start, end)
             return
         assert isinstance(layout, Layout)
         for leaf, offset, length in layout.leaves:
@@ -415,14 +473,27 @@ class _Answerer:
                 continue
             data = self._leaves.get(leaf)
             if data is None:
-                data = b"".join(self.store.iter_layout(layout, offset, offset + length))
-                self._leaves.put(leaf, data)
+                with _naming(self.store.object_path(layout.object_sha256)):
+                    data = b"".join(self.store.iter_layout(layout, offset, offset + length))
+                if keep_leaves:
+                    self._leaves.put(leaf, data)
             yield data[max(start - offset, 0) : min(end - offset, length)]
+
+    def _read_block(self, cid: CID) -> bytes:
+        """The block from the store, verified against its CID; an OSError names its file."""
+        try:
+            return self.store.get_block(cid)
+        except OSError as exc:
+            if exc.filename is None:
+                path = self.store.block_path(cid)
+                # A leaf of a laid-out file has no file of its own: it is read from the object.
+                exc.filename = str(path) if path.exists() else f"the object holding block {cid}"
+            raise
 
     def _get_block(self, cid: CID) -> bytes:
         data = self._blocks.get(cid)
         if data is None:
-            data = self.store.get_block(cid)  # verified against its CID
+            data = self._read_block(cid)
             if len(data) <= _CACHED_BLOCK:
                 self._blocks.put(cid, data)
         return data
@@ -484,7 +555,8 @@ class _Answerer:
             if data is None:
                 if inline:
                     raise _NeedsStore
-                data = b"".join(dag.iter_bytes(self.store, node.cid))  # verified leaf by leaf
+                # Verified leaf by leaf; the whole file is kept below, not its leaves too.
+                data = b"".join(self._chunks(node.cid, 0, size, keep_leaves=False))
                 self._small.put(node.cid, data)
             reply.first = data[start:end]
             return reply
@@ -500,7 +572,7 @@ class _Answerer:
         self, request: _Request, root: CID, segments: list[str], wanted: _Trustless
     ) -> _Reply:
         # A block or a CAR, which the client verifies itself (trustless gateway spec).
-        get_block = self.store.get_block
+        get_block = self._read_block
         terminal, path_blocks, steps = car.resolve_path(get_block, root, segments)
         headers = [
             ("Cache-Control", _IMMUTABLE),
@@ -804,7 +876,10 @@ class _Connection:
                 try:
                     pieces = await self.gateway._run(_next_pieces, reply.rest)
                 except IntegrityError as exc:
-                    return self._abort(f"corrupt block while streaming: {exc}")
+                    return self._abort(f"corrupt block while streaming: {exc}", "corrupt")
+                except (OSError, StoreError) as exc:
+                    kind, line = _read_failure(exc)
+                    return self._abort(f"cannot read the store: {line}", kind)
                 except Exception as exc:
                     logger.exception("error while streaming")
                     return self._abort(str(exc))
@@ -814,9 +889,9 @@ class _Connection:
         await self._write(out)  # type: ignore[arg-type]
         return True
 
-    def _abort(self, why: str) -> bool:
+    def _abort(self, why: str, kind: str = "abort") -> bool:
         # Headers promised bytes we cannot send correctly: a reset is the honest answer.
-        logger.error("aborting a response: %s", why)
+        self.gateway._reports.error(kind, "aborting a response: %s", why)
         self.writer.transport.abort()
         return False
 
@@ -898,7 +973,8 @@ class Gateway:
     def __init__(self, store: Store, config: GatewayConfig = GatewayConfig()) -> None:
         self.store = store
         self.config = config
-        self._answerer = _Answerer(store)
+        self._reports = _Reports()
+        self._answerer = _Answerer(store, self._reports)
         self._server: asyncio.Server | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._tasks: set[asyncio.Task[object]] = set()
