@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import blake3
-import tomli
 
 from . import index, unixfs
 from .checks import (
@@ -37,7 +36,7 @@ from .errors import CheckFailed, FetchError, IntegrityError, NotFound, Violation
 from .evaluator import Plan, ProjectPlan, WheelPlan, plan_release
 from .fetch import FetchedFile, fetch_into_store
 from .overlay import Overlay, load_previous, plan_overlay, save_index
-from .releasefile import ReleaseSpec, load_release
+from .releasefile import ReleaseSpec, load_release, parse_release_info
 from .store import Store
 from .wheels import (
     CoreMetadata,
@@ -457,19 +456,13 @@ def _project_directory(
 
 
 def read_release_info(store: Store, root: CID) -> Mapping[str, Any]:
-    """The `ipwhl/release.toml` of a release in the store, parsed."""
+    """The `ipwhl/release.toml` of a release in the store, parsed and checked; NotFound if not."""
     get = store.get_block
     ipwhl_dir = unixfs.lookup(root, "ipwhl", get)
     release_link = ipwhl_dir and unixfs.lookup(ipwhl_dir.cid, "release.toml", get)
     if release_link is None:
         raise NotFound(f"{root} is not an ipwhl release: it has no ipwhl/release.toml")
-    data = b"".join(_file_bytes(store, release_link.cid))
-    try:
-        return tomli.loads(data.decode())
-    except (UnicodeDecodeError, tomli.TOMLDecodeError, RecursionError) as exc:
-        raise NotFound(
-            f"{root} is not an ipwhl release: its ipwhl/release.toml is not TOML ({exc})"
-        ) from None
+    return parse_release_info(_file_bytes(store, release_link.cid), root)
 
 
 def _file_bytes(store: Store, cid: CID) -> Iterable[bytes]:

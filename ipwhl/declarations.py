@@ -42,6 +42,7 @@ __all__ = [
     "DeclarationSet",
     "DeclarationSummary",
     "StatKey",
+    "check_declaration_text",
     "is_cid",
     "load_declaration",
     "load_declarations",
@@ -623,6 +624,22 @@ def _parse(path: Path, report: _Reporter) -> tuple[dict[str, Any], bytes] | None
         report.at((error.line, error.col), error.message)
         return None
     return data, raw
+
+
+def check_declaration_text(raw: bytes, where: str) -> dict[str, Any]:
+    """A declaration's bytes (from a release's DAG, say) parsed and checked as a declaration
+    file's content is (keys, types, values); DeclarationError at `where:line:col` otherwise."""
+    violations: list[Violation] = []
+    report = _Reporter(Path(where), violations)
+    try:
+        data, report.positions = tomlpos.parse(raw)
+    except tomlpos.InvalidToml as error:
+        report.at((error.line, error.col), error.message)
+        raise DeclarationError(violations) from None
+    _values(data, report)
+    if violations:
+        raise DeclarationError(violations)
+    return data
 
 
 def _values(

@@ -6,16 +6,17 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import tomli
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
 from . import dag, unixfs
 from .cid import CID
-from .declarations import prefix_of
-from .errors import NotFound
+from .declarations import check_declaration_text, prefix_of
+from .errors import DeclarationError, NotFound
+from .releasefile import NotARelease
 from .store import Store
-from .wheels import parse_wheel_filename
+from .tomlpos import MAX_DOCUMENT_SIZE
+from .wheels import InvalidWheel, parse_wheel_filename
 
 __all__ = ["ProjectChange", "ReleaseDiff", "diff_directories", "diff_releases"]
 
@@ -123,17 +124,34 @@ def _declarations_of(store: Store, root: CID, project: str) -> list[Mapping[str,
         except NotFound:
             continue
         files = dag.walk_files(store, folder.cid)
-        try:
-            return [
-                {"filename": name.removesuffix(".toml") + ".whl",
-                 **tomli.loads(b"".join(dag.iter_bytes(store, cid)).decode())}
-                for name, cid in sorted(files.items())
-            ]
-        except (UnicodeDecodeError, tomli.TOMLDecodeError, RecursionError) as exc:
-            raise NotFound(
-                f"{root} is not an ipwhl release: a declaration of {project} is not TOML ({exc})"
-            ) from None
+        return [
+            _declaration(store, root, f"ipwhl/declarations/{path}/{name}", cid)
+            for name, cid in sorted(files.items())
+        ]
     return []
+
+
+def _declaration(store: Store, root: CID, where: str, cid: CID) -> Mapping[str, Any]:
+    """A declaration of a release, checked as `check` checks one; NotFound when it is not one."""
+    refused = f"{root} is not an ipwhl release: {where}"
+    name = where.rsplit("/", 1)[-1]
+    try:
+        filename = parse_wheel_filename(name.removesuffix(".toml") + ".whl").filename
+    except InvalidWheel:
+        filename = None
+    if filename is None or not name.endswith(".toml"):
+        raise NotARelease(f"{refused} is not named <wheel-stem>.toml")
+    data = bytearray()
+    for chunk in dag.iter_bytes(store, cid):
+        data += chunk
+        if len(data) > MAX_DOCUMENT_SIZE:
+            raise NotARelease(f"{refused} is larger than {MAX_DOCUMENT_SIZE} bytes")
+    try:
+        declaration = check_declaration_text(bytes(data), where)
+    except DeclarationError as error:
+        problems = "; ".join(f"{v.location}: {v.message}" for v in error.violations)
+        raise NotARelease(f"{root} is not an ipwhl release: {problems}") from None
+    return {"filename": filename, **declaration}
 
 
 def _version(declarations: list[Mapping[str, Any]]) -> Version | None:

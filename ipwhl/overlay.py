@@ -13,7 +13,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import blake3
-import tomli
 
 from . import dag, unixfs
 from .cid import CID
@@ -21,6 +20,7 @@ from .declarations import DeclarationSummary, prefix_of
 from .derivations import Derivation
 from .errors import NotFound
 from .evaluator import Plan
+from .releasefile import parse_release_info
 from .store import Store
 
 __all__ = [
@@ -61,7 +61,7 @@ class PreviousRelease:
 
     @property
     def sequence(self) -> int:
-        return int(self.info.get("sequence", 0))  # type: ignore[call-overload]
+        return int(self.info["sequence"])  # type: ignore[call-overload]
 
     @property
     def supported(self) -> tuple[str, ...]:
@@ -95,12 +95,7 @@ def load_previous(store: Store, cid: CID, *, remember: bool = False) -> Previous
     declarations_link = unixfs.lookup(ipwhl_dir.cid, "declarations", get)
     if release_link is None or declarations_link is None:
         raise NotFound(f"{cid} is not an ipwhl release: no ipwhl/release.toml or declarations/")
-    try:
-        info = tomli.loads(b"".join(dag.iter_bytes(store, release_link.cid)).decode())
-    except (UnicodeDecodeError, tomli.TOMLDecodeError, RecursionError) as exc:
-        raise NotFound(
-            f"{cid} is not an ipwhl release: its ipwhl/release.toml is not TOML ({exc})"
-        ) from None
+    info = parse_release_info(dag.iter_bytes(store, release_link.cid), cid)
     key = index_derivation(cid).key
     record = store.get_record(key)
     if record is not None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -14,9 +14,9 @@ from typing import Any
 from ipwhl import tomlpos
 from ipwhl.declarations import is_cid, type_name, unknown_key_message
 from ipwhl.environments import Environment, InvalidEnvironment, parse_environment
-from ipwhl.errors import DeclarationError, Location, Violation
+from ipwhl.errors import DeclarationError, Location, NotFound, Violation
 
-__all__ = ["KNOWN_KEYS", "ReleaseSpec", "load_release"]
+__all__ = ["KNOWN_KEYS", "NotARelease", "ReleaseSpec", "load_release", "parse_release_info"]
 
 SYNTAX = "syntax"
 
@@ -246,3 +246,63 @@ def _date(
 
 def _format(moment: datetime) -> str:
     return moment.astimezone(UTC).replace(microsecond=0, tzinfo=None).isoformat() + "Z"
+
+
+class NotARelease(NotFound):
+    """A DAG in the store is not a release ipwhl wrote: its ipwhl/ files are malformed."""
+
+    hint = ("the CID names a DAG whose ipwhl/ files are not what ipwhl writes: check where the "
+            "CID came from; whoever made it, ipwhl will not build on it or compare it")
+
+
+# What ipwhl writes as a release's ipwhl/release.toml (index.release_toml): key -> expected type.
+_INFO_KEYS: dict[str, tuple[bool, str]] = {
+    "name": (True, "a string"),
+    "sequence": (True, "a non-negative integer"),
+    "previous": (False, "a CID as a string"),
+    "date": (False, "a string"),
+    "supported": (False, "an array of strings"),
+}
+
+
+def parse_release_info(chunks: Iterable[bytes], release: object) -> dict[str, Any]:
+    """The `ipwhl/release.toml` of release `release` (its CID), from its bytes, checked.
+
+    Raise NotARelease ("… is not an ipwhl release") when it is larger than a release file may be,
+    not UTF-8 TOML, or a key ipwhl writes is missing or of the wrong type, naming line:column.
+    Keys ipwhl does not write are left alone (a later version may add some).
+    """
+    where = f"{release} is not an ipwhl release: its ipwhl/release.toml"
+    data = bytearray()
+    for chunk in chunks:
+        data += chunk
+        if len(data) > tomlpos.MAX_DOCUMENT_SIZE:
+            raise NotARelease(f"{where} is larger than {tomlpos.MAX_DOCUMENT_SIZE} bytes")
+    try:
+        info, positions = tomlpos.parse(bytes(data))
+    except tomlpos.InvalidToml as error:
+        raise NotARelease(f"{where} is not TOML ({error})") from None
+    for key, (required, expected) in _INFO_KEYS.items():
+        if key not in info:
+            if required:
+                raise NotARelease(f"{where} has no {key!r}, expected {expected}")
+            continue
+        found = _misfit(key, info[key])
+        if found is not None:
+            line, col = positions.value(key)
+            raise NotARelease(f"{where}:{line}:{col}: {key!r} is {found}, expected {expected}")
+    return info
+
+
+def _misfit(key: str, value: object) -> str | None:
+    """What is wrong with the value of a release.toml key, said as what it is; None if fine."""
+    if key == "sequence":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return None if value >= 0 else str(value)
+    elif key == "supported":
+        if isinstance(value, list):
+            odd = next((item for item in value if not isinstance(item, str)), None)
+            return None if odd is None else f"an array holding {type_name(odd)}"
+    elif isinstance(value, str):
+        return None if key != "previous" or is_cid(value) else f"{value!r}, not a CID"
+    return type_name(value)

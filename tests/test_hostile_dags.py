@@ -92,9 +92,12 @@ def test_a_release_toml_that_is_not_toml(store, document):
         load_previous(store, root)
 
 
+GOOD_DECLARATION = f"source = 'a.whl'\ncontent-id = '{unixfs.file_cid(b'a wheel')}'\n".encode()
+
+
 def test_diff_of_a_release_whose_declaration_is_not_toml(store):
-    good = crafted_release(store, b'name = "demo"\nsequence = 1\n',
-                           b"source = 'a.whl'\ncontent-id = 'x'\n")
+    good = crafted_release(store, b'name = "demo"\nsequence = 1\n', GOOD_DECLARATION)
     bad = crafted_release(store, b'name = "demo"\nsequence = 2\n', b"\xff not toml")
-    with pytest.raises(NotFound, match="is not TOML"):
+    where = r"ipwhl/declarations/demo/demo-1.0-py3-none-any.toml:1:1: byte 0xff is not UTF-8"
+    with pytest.raises(NotFound, match=f"{bad} is not an ipwhl release: {where}"):
         diff_releases(store, good, bad)
