@@ -303,7 +303,7 @@ class WheelFetcher:
         digest = hashlib.sha256()
         if candidate.path is not None:
             path = candidate.path
-            chunks: Iterator[bytes] = _read_chunks(path)
+            chunks: Iterator[bytes | memoryview] = _read_chunks(path)
             handle = None
         else:
             path = self.workdir / f"{number}-{candidate.filename}"

@@ -317,7 +317,11 @@ class FileBuilder:
         cid_version: int = 1,
         hash_code: int = SHA2_256,
         on_block: Callable[[Block, int | None], None] | None = None,
+        on_leaf: Callable[[CID, int, int], None] | None = None,
     ) -> None:
+        """`on_block(block, offset)` gets every block made (offset None for interior nodes);
+        with `on_leaf(cid, offset, size)` too, leaves go there instead, without their bytes,
+        so that a chunk given as a view of a reused buffer is never copied."""
         if cid_version not in (0, 1):
             raise ValueError(f"cid_version must be 0 or 1, got {cid_version}")
         if cid_version == 0 and hash_code != SHA2_256:
@@ -326,6 +330,8 @@ class FileBuilder:
         self._version = cid_version
         self._hash_code = hash_code
         self._on_block = on_block
+        self._on_leaf = on_leaf
+        self._wants_leaves = on_block is not None and on_leaf is None
         self._buffer = bytearray()
         self._offset = 0
         self._levels: list[list[_Entry]] = [[]]
@@ -348,7 +354,7 @@ class FileBuilder:
             self._buffer += view[:pos]
             if len(self._buffer) < CHUNK_SIZE:
                 return
-            self._leaf(bytes(self._buffer) if self._on_block else self._buffer)
+            self._leaf(bytes(self._buffer) if self._wants_leaves else self._buffer)
             self._buffer.clear()
         while size - pos >= CHUNK_SIZE:
             self._leaf(view[pos : pos + CHUNK_SIZE])
@@ -381,7 +387,9 @@ class FileBuilder:
         size = len(chunk)
         if self._version == 1:
             cid = CID(1, RAW, self._hash_code, hash_digest(self._hash_code, chunk))
-            if self._on_block is not None:
+            if self._on_leaf is not None:
+                self._on_leaf(cid, self._offset, size)
+            elif self._on_block is not None:
                 data = chunk if isinstance(chunk, bytes) else bytes(chunk)
                 self._on_block(Block(cid, data), self._offset)
             tsize = size
@@ -397,7 +405,9 @@ class FileBuilder:
             hasher.update(inner_tail)
             cid = CID(0, DAG_PB, SHA2_256, hasher.digest())
             tsize = len(head) + size + len(inner_tail)
-            if self._on_block is not None:
+            if self._on_leaf is not None:
+                self._on_leaf(cid, self._offset, size)
+            elif self._on_block is not None:
                 self._on_block(Block(cid, b"".join((head, chunk, inner_tail))), self._offset)
         self._offset += size
         self._push(0, (cid, tsize, size))

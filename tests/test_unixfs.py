@@ -273,6 +273,30 @@ def test_whole_chunks_as_bytes_are_not_copied() -> None:
     assert seen[0] is chunk and seen[1] is chunk
 
 
+@pytest.mark.parametrize("cid_version", [0, 1])
+def test_leaves_go_to_on_leaf_from_a_reused_buffer(cid_version: int) -> None:
+    # How a fetch streams: one buffer, overwritten by every read; leaves are only positions.
+    data = pattern(3 * CHUNK_SIZE + 77, 4)
+    reference = encode_file(data, cid_version=cid_version)
+    buffer = bytearray(CHUNK_SIZE)
+    leaves: list[tuple[CID, int, int]] = []
+    interior: list[tuple[Block, int | None]] = []
+    builder = FileBuilder(
+        cid_version=cid_version,
+        on_block=lambda b, o: interior.append((b, o)),
+        on_leaf=lambda c, o, n: leaves.append((c, o, n)),
+    )
+    for pos in range(0, len(data), CHUNK_SIZE):
+        piece = data[pos : pos + CHUNK_SIZE]
+        buffer[: len(piece)] = piece
+        builder.update(memoryview(buffer)[: len(piece)])
+    assert builder.finish()[0] == reference[0]
+    assert [o for _, o, _ in leaves] == [0, CHUNK_SIZE, 2 * CHUNK_SIZE, 3 * CHUNK_SIZE]
+    assert [n for _, _, n in leaves] == [CHUNK_SIZE] * 3 + [77]
+    assert [c for c, _, _ in leaves] == [b.cid for b in reference[2][:4]]
+    assert [(b, o) for b, o in interior] == [(reference[2][-1], None)]
+
+
 def test_finish_is_final() -> None:
     builder = FileBuilder()
     builder.update(b"abc")
