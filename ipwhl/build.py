@@ -593,9 +593,7 @@ def _ipwhl_extras(store: Store, spec: ReleaseSpec, previous: str | None) -> dict
     if spec.keys is not None:
         extras["keys"] = spec.keys
     if previous is not None:
-        from .trust import stored_record
-
-        record, signature = stored_record(store, previous) or (None, None)
+        record, signature = store.signed_record(previous) or (None, None)
         if record is not None and signature is not None:
             extras["previous.record"] = record
             extras["previous.record.minisig"] = signature

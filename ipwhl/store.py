@@ -622,6 +622,19 @@ class Store:
             return []
         return [u for u in urls if isinstance(u, str)] if isinstance(urls, list) else []
 
+    def signature_files(self, cid: str) -> tuple[Path, Path]:
+        """Where the signed record of release `cid` is kept: signatures/<cid>.record[.minisig]."""
+        record = self.root / "signatures" / f"{cid}.record"
+        return record, record.with_name(record.name + ".minisig")
+
+    def signed_record(self, cid: str) -> tuple[bytes, bytes] | None:
+        """The signed record of release `cid` kept here (record, signature), or None."""
+        record, signature = self.signature_files(cid)
+        try:
+            return record.read_bytes(), signature.read_bytes()
+        except FileNotFoundError:
+            return None
+
     def add_source(self, sha256_hex: str, url: str) -> None:
         """Remember that the object `sha256_hex` can be fetched from `url` (a fixed-output
         derivation's output does not depend on its source, so the source is kept beside it)."""

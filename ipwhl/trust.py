@@ -292,17 +292,12 @@ def write_signed(path: Path, data: bytes, signature: Signature) -> None:
     _atomic_write(signature_path(path), signature.to_text().encode("utf-8"))
 
 
-def _store_paths(store: Store, cid: str) -> tuple[Path, Path]:
-    record = store.root / "signatures" / f"{cid}.record"
-    return record, signature_path(record)
-
-
 def save_in_store(store: Store, data: bytes, signature: Signature) -> None:
     """Keep a signed record in the store (signatures/<cid>.record[.minisig]), so the next release
     of the line carries it in its ipwhl/ folder."""
     record = ReleaseRecord.from_bytes(data)
     for final, content in zip(
-        _store_paths(store, record.cid), (data, signature.to_text().encode("utf-8")), strict=True
+        store.signature_files(record.cid), (data, signature.to_text().encode("utf-8")), strict=True
     ):
         with store.temporary() as (temp, handle):
             handle.write(content)
@@ -314,11 +309,7 @@ def save_in_store(store: Store, data: bytes, signature: Signature) -> None:
 
 def stored_record(store: Store, cid: str) -> tuple[bytes, bytes] | None:
     """The signed record of release `cid` kept in the store (record, signature), or None."""
-    record, signature = _store_paths(store, cid)
-    try:
-        return record.read_bytes(), signature.read_bytes()
-    except FileNotFoundError:
-        return None
+    return store.signed_record(cid)
 
 
 # -- the client's state -----------------------------------------------------------------------
