@@ -32,7 +32,7 @@ from .checks import (
 from .cid import CID
 from .declarations import DeclarationSummary, load_declarations, prefix_of
 from .derivations import Derivation, Realiser
-from .errors import CheckFailed, FetchError, IntegrityError, NotFound, Violation
+from .errors import CheckFailed, FetchError, IntegrityError, NotFound, StoreCorrupt, Violation
 from .evaluator import Plan, ProjectPlan, WheelPlan, plan_release
 from .fetch import FetchedFile, fetch_into_store
 from .overlay import Overlay, load_previous, plan_overlay, save_index
@@ -192,6 +192,8 @@ class _WheelRealiser:
         declaration = wheel.declaration
         try:
             fetched = self.fetched(wheel)
+        except StoreCorrupt:
+            raise  # the store's damage, not the wheel's: never a finding kept in a record
         except IntegrityError as exc:
             return Finding(declaration.relpath, "content-id", 0, VERIFIABLE_SOURCE, str(exc))
         except FetchError as exc:

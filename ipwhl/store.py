@@ -28,6 +28,8 @@ import errno
 import hashlib
 import os
 import secrets
+import shutil
+import stat
 import sys
 import threading
 import time
@@ -40,7 +42,7 @@ from typing import IO, Any, BinaryIO
 import msgpack
 
 from .cid import CID, InvalidCID
-from .errors import IntegrityError, NotFound, StoreError
+from .errors import IntegrityError, NotFound, StoreCorrupt, StoreError
 
 __all__ = ["Layout", "Store", "default_store_path"]
 
@@ -150,6 +152,63 @@ class Layout:
                 (CID.from_bytes(cid), offset, length) for cid, offset, length in record["leaves"]
             ),
         )
+
+
+_KINDS_OF_FILE = (
+    (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"), (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symlink"),
+)
+
+
+def _not_a_file(path: str | os.PathLike[str], mode: int) -> StoreCorrupt:
+    what = next((name for test, name in _KINDS_OF_FILE if test(mode)), "not a regular file")
+    return StoreCorrupt(
+        f"{os.fspath(path)} is {what}, not a file: the store is damaged; "
+        "run `ipwhl store verify --repair`"
+    )
+
+
+def _is_file(path: str | os.PathLike[str]) -> bool:
+    """Whether a file of the store is there (one stat, as Path.exists); StoreCorrupt when a
+    directory, FIFO, device or symlink loop took its place (it would be skipped as present)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StoreCorrupt(
+                f"{os.fspath(path)} is a symlink loop, not a file: the store is damaged; "
+                "run `ipwhl store verify --repair`"
+            ) from None
+        raise
+    if stat.S_ISREG(mode):
+        return True
+    raise _not_a_file(path, mode)
+
+
+def _open_file(path: str | os.PathLike[str]) -> BinaryIO:
+    """A file of the store opened for reading; FileNotFoundError when absent, StoreCorrupt when
+    not a regular file (a FIFO is opened without waiting for a writer, then refused)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO):  # a symlink loop; a socket
+            _is_file(path)
+        raise
+    try:
+        mode = os.fstat(descriptor).st_mode
+        if not stat.S_ISREG(mode):
+            raise _not_a_file(path, mode)
+        return open(descriptor, "rb")  # the caller closes it
+    except BaseException:
+        os.close(descriptor)
+        raise
+
+
+def _read_file(path: str | os.PathLike[str]) -> bytes:
+    with _open_file(path) as handle:
+        return handle.read()
 
 
 def _shard(name: str) -> str:
@@ -436,11 +495,11 @@ class Store:
             return [item for files in (*self._writing, self._pending) for item in files.items()]
 
     def _exists(self, final: Path) -> bool:
-        return self._held(final) is not None or final.exists()
+        return self._held(final) is not None or _is_file(final)
 
     def _read(self, final: Path) -> bytes:
         held = self._held(final)
-        return held if held is not None else final.read_bytes()
+        return held if held is not None else _read_file(final)
 
     def commit_object(self, temp: Path, handle: IO[bytes], sha256_hex: str) -> Path:
         """Move a fully written and verified temporary file into objects/ under its sha256."""
@@ -454,12 +513,12 @@ class Store:
         return self.root / "objects" / sha256_hex[:2] / sha256_hex
 
     def has_object(self, sha256_hex: str) -> bool:
-        return self.object_path(sha256_hex).exists()
+        return _is_file(self.object_path(sha256_hex))
 
     def read_object(self, sha256_hex: str) -> bytes:
         """The object's bytes, checked against its sha256."""
         try:
-            data = self.object_path(sha256_hex).read_bytes()
+            data = _read_file(self.object_path(sha256_hex))
         except FileNotFoundError:
             raise NotFound(f"object {sha256_hex} is not in the store {self.root}") from None
         if hashlib.sha256(data).hexdigest() != sha256_hex:
@@ -527,7 +586,7 @@ class Store:
         """Bytes [start, end) of a laid-out file, each leaf checked against its CID first."""
         end = layout.size if end is None else min(end, layout.size)
         try:
-            handle = open(self.object_path(layout.object_sha256), "rb")
+            handle = _open_file(self.object_path(layout.object_sha256))
         except FileNotFoundError:
             raise NotFound(f"object {layout.object_sha256} is not in the store") from None
         with handle:
@@ -545,7 +604,7 @@ class Store:
 
     def _read_slice(self, sha256_hex: str, offset: int, length: int) -> bytes:
         try:
-            with open(self.object_path(sha256_hex), "rb") as handle:
+            with _open_file(self.object_path(sha256_hex)) as handle:
                 handle.seek(offset)
                 return handle.read(length)
         except FileNotFoundError:
@@ -669,15 +728,34 @@ class Store:
                         if entry.is_file(follow_symlinks=False):
                             yield entry
 
+    def strays(self, kind: str) -> Iterator[tuple[str, Path, str]]:
+        """(name, path, what it is) of everything in the folders of `kind` that is not a regular
+        file where one should be: a directory, a FIFO, a symlink (damage: `entries` skips them)."""
+        try:
+            shards = os.scandir(self.root / kind)
+        except FileNotFoundError:
+            return
+        with shards:
+            for shard in shards:
+                if not shard.is_dir(follow_symlinks=False):
+                    continue
+                with os.scandir(shard.path) as files:
+                    for entry in files:
+                        if not entry.is_file(follow_symlinks=False):
+                            mode = entry.stat(follow_symlinks=False).st_mode
+                            what = next((name for test, name in _KINDS_OF_FILE if test(mode)),
+                                        "not a regular file")
+                            yield entry.name, Path(entry.path), what
+
     def entry_path(self, kind: str, name: str) -> Path:
         """Where the file `name` of `kind` (one of STORE_KINDS) lives, whether or not it does."""
         return self.root / _entry_relpath(kind, name)
 
     def read_entry(self, kind: str, name: str) -> bytes:
-        """The raw bytes of the file `name` of `kind`, unchecked; FileNotFoundError if absent."""
+        """The raw bytes of the file `name` of `kind`, unchecked; FileNotFoundError if absent,
+        StoreCorrupt if something else took its place."""
         # A plain string path: gc reads thousands of small files, and Path objects cost.
-        with open(os.path.join(self.root, _entry_relpath(kind, name)), "rb") as handle:
-            return handle.read()
+        return _read_file(os.path.join(self.root, _entry_relpath(kind, name)))
 
     def generation(self) -> str:
         """A token that changes whenever anything is deleted from the store (gc, repair).
@@ -712,11 +790,16 @@ class Store:
         self._generation_bumped = True
 
     def remove(self, path: Path) -> int:
-        """Delete one file of the store; returns the bytes it held (0 if it was already gone)."""
+        """Delete one file of the store, or whatever took its place (a directory: repair);
+        returns the bytes it held (0 if it was already gone)."""
         if not self._generation_bumped:
             self.bump_generation()
         try:
-            size = path.stat().st_size
+            found = path.lstat()
+            if stat.S_ISDIR(found.st_mode):
+                shutil.rmtree(path)
+                return 0
+            size = found.st_size
             path.unlink()
         except FileNotFoundError:
             return 0

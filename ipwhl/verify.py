@@ -132,9 +132,20 @@ class _Verifier:
         else:
             damage.action = "removed"
 
+    def strays(self, kind: str, label: str) -> None:
+        """Report (and with repair remove) what took the place of a file: a directory, a FIFO."""
+        for name, path, what in self.store.strays(kind):
+            self.report.checked[kind] += 1
+            problem = f"{what} where its file should be"
+            if kind == "objects" and _is_hex64(name):
+                self.corrupt_object(name, path, problem)
+            else:
+                self.damaged(label, name, problem, path)
+
     # -- small files ---------------------------------------------------------------------------
 
     def records(self) -> None:
+        self.strays("records", "record")
         for key, path in self.store.entries("records"):
             self.report.checked["records"] += 1
             if not _is_hex64(key):
@@ -153,6 +164,7 @@ class _Verifier:
                 self.file_cids.setdefault(output["sha256"], CID.parse(output["cid"]))
 
     def sources(self) -> None:
+        self.strays("sources", "sources")
         for name, path in self.store.entries("sources"):
             self.report.checked["sources"] += 1
             try:
@@ -180,6 +192,7 @@ class _Verifier:
                     self.damaged("root", label, f"{exc}; the root stays, without its records", path)
 
     def blocks(self) -> None:
+        self.strays("blocks", "block")
         for name, path in self.store.entries("blocks"):
             self.report.checked["blocks"] += 1
             try:
@@ -193,6 +206,7 @@ class _Verifier:
                 self.damaged("block", name, "its bytes do not hash to its CID", path)
 
     def layouts_by_object(self) -> None:
+        self.strays("layouts", "layout")
         for name, path in self.store.entries("layouts"):
             self.report.checked["layouts"] += 1
             try:
@@ -206,6 +220,7 @@ class _Verifier:
     # -- objects -------------------------------------------------------------------------------
 
     def objects(self, workers: int, progress: Callable[[str, int, int], None] | None) -> None:
+        self.strays("objects", "object")
         listed = list(self.store.entries("objects"))
         self.report.checked["objects"] += len(listed)
         total = sum(_size(path) for _, path in listed) if progress is not None else 0
@@ -217,12 +232,12 @@ class _Verifier:
                 if not _is_hex64(name):
                     self.damaged("object", name, "the name is not a sha256", path)
                 elif result.sha256 != name:
-                    self.corrupt_object(name, path, result)
+                    self.corrupt_object(name, path, f"its bytes hash to sha256 {result.sha256}")
                 else:
                     self.object_layouts(name, result)
 
-    def corrupt_object(self, name: str, path: Path, result: _Encoded) -> None:
-        damage = self.damaged("object", name, f"its bytes hash to sha256 {result.sha256}", None)
+    def corrupt_object(self, name: str, path: Path, problem: str) -> None:
+        damage = self.damaged("object", name, problem, None)
         if not self.report.repair:
             return
         self.remove(damage, path)
@@ -348,7 +363,16 @@ def verify_store(
             verifier.layouts_by_object()
             verifier.objects(workers, progress)
             verifier.temporaries()
-            marks = mark_roots(store, strict=False)
+            try:
+                marks = mark_roots(store, strict=False)
+            except StoreCorrupt:
+                # A node of a rooted DAG is not a file (listed above): nothing under it can be
+                # followed until repair removes it.
+                report.notes.append(
+                    "note: the rooted DAGs were not walked for missing blocks past the damage; "
+                    "`ipwhl store verify --repair` removes it, then walks them"
+                )
+                return report
             if marks.missing:
                 # Gone behind the store's back: records that vouch for whole DAGs must look again.
                 store.bump_generation()

@@ -154,37 +154,94 @@ def test_an_unreadable_layout_is_reported_as_damage(built, capsys):
 # --- files that are no longer files -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("damage", ["directory", "dangling symlink", "empty"])
-def test_an_object_that_is_no_longer_a_file(built, capsys, damage):
-    path = built.object_path
+def replace_with(path: Path, damage: str, base: Path) -> None:
     path.unlink()
     if damage == "directory":
         path.mkdir()
+        (path / "inside").write_bytes(b"x")
+    elif damage == "fifo":
+        os.mkfifo(path)
     elif damage == "dangling symlink":
-        path.symlink_to(built.base / "nowhere")
+        path.symlink_to(base / "nowhere")
+    elif damage == "symlink loop":
+        path.symlink_to(path)
     else:
         path.write_bytes(b"")
+
+
+# What each damage is reported as: taken for a file of the wrong bytes, for no file, or for
+# something that is not a file at all (store damage: exit 9 and `store verify --repair`).
+DAMAGE_EXIT = {"directory": 9, "fifo": 9, "symlink loop": 9, "dangling symlink": 7, "empty": 6}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE_EXIT))
+def test_an_object_that_is_no_longer_a_file(built, capsys, damage):
+    path = built.object_path
+    replace_with(path, damage, built.base)
     out = built.base / "out"
     code, err = ipwhl(
         capsys, "get", str(built.root), "-o", str(out), "--store", str(built.store.root)
     )
-    assert code in {1, 6, 7}, err
+    assert code == DAMAGE_EXIT[damage], err  # a FIFO was read forever; a directory was exit 1
     assert err.startswith("ipwhl: error: ")
+    if code == 9:
+        assert f"{path} is a " in err and "run `ipwhl store verify --repair`" in err
     assert not (out / "simple" / "demo" / WHEEL).exists() and leftovers(out) == []
     with running(built.store) as url:
         target = f"{url}/ipfs/{built.root}/simple/demo/{WHEEL}"
         with pytest.raises(urllib.error.HTTPError) as caught:
             urllib.request.urlopen(target, timeout=10)
         assert caught.value.code in {404, 500}
+        assert b"Traceback" not in caught.value.read()
+        with urllib.request.urlopen(f"{url}/ipfs/{built.root}/simple/", timeout=10) as page:
+            assert page.status == 200  # and the gateway goes on serving
 
 
-def test_a_block_replaced_by_a_directory(built, capsys):
-    block = next(path for _, path in built.store.entries("blocks"))
-    block.unlink()
-    block.mkdir()
-    code, err = ipwhl(capsys, "get", str(built.root), "-o", str(built.base / "out"),
-                      "--store", str(built.store.root))
-    assert code != 0 and err.startswith("ipwhl: error: ")
+@pytest.mark.parametrize("damage", ["directory", "fifo"])
+def test_a_block_replaced_by_something_else(built, capsys, tmp_path, damage):
+    block = built.store.block_path(built.root)
+    replace_with(block, damage, built.base)
+    store = ["--store", str(built.store.root)]
+    for argv in (["get", str(built.root), "-o", str(tmp_path / "out")],
+                 ["export", str(built.root), "-o", str(tmp_path / "out.car")],
+                 ["gc"]):  # gc refuses to walk past it (it would free what lies under it)
+        code, err = ipwhl(capsys, *argv, *store)
+        assert code == 9, (argv, err)  # was 1: "Is a directory"
+        assert f"{block} is a " in err and "store verify --repair" in err
+    assert not (tmp_path / "out.car").exists()
+    assert cli.main(["store", "verify", *store]) == 9
+    report = capsys.readouterr()
+    assert "Traceback" not in report.err
+    assert f"corrupt block {block.name}: a {'directory' if damage == 'directory' else 'FIFO'} " \
+           "where its file should be" in report.out + report.err
+    with running(built.store) as url:
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            urllib.request.urlopen(f"{url}/ipfs/{built.root}/simple/demo/{WHEEL}", timeout=10)
+        assert caught.value.code == 500 and b"Traceback" not in caught.value.read()
+        with urllib.request.urlopen(f"{url}/", timeout=10) as page:
+            assert page.status == 200
+
+
+def test_store_verify_lists_and_repairs_an_object_that_became_a_directory(built, capsys, tmp_path):
+    replace_with(built.object_path, "directory", built.base)
+    store = ["--store", str(built.store.root)]
+    code, _ = ipwhl(capsys, "store", "verify", *store)
+    assert code == 9
+    code, _ = ipwhl(capsys, "store", "verify", "--repair", *store)
+    assert code == 0  # removed and refetched from the wheel's source
+    assert built.object_path.is_file()
+    assert ipwhl(capsys, "get", str(built.root), "-o", str(tmp_path / "out"), *store)[0] == 0
+    assert (tmp_path / "out" / "simple" / "demo" / WHEEL).read_bytes() == built.wheel
+
+
+def test_a_build_that_needs_an_object_that_became_a_directory(built, capsys, tmp_path):
+    replace_with(built.object_path, "directory", built.base)
+    text = "".join(f"line_{i} = {i}\n" for i in range(40_000))
+    other = write_release(tmp_path / "other", [
+        Project("demo", "1.0", modules={"demo/__init__.py": text}), Project("more", "1.0")])
+    code, err = ipwhl(capsys, "build", str(other.path), "--store", str(built.store.root))
+    # Store damage, not a check the wheel failed (that finding would be kept in a record).
+    assert code == 9 and f"{built.object_path} is a directory" in err, err
 
 
 # --- EIO from a real block device ---------------------------------------------------------------
