@@ -15,6 +15,7 @@ from pathlib import Path
 import msgpack
 import pytest
 
+from ipwhl import store as store_module
 from ipwhl.cid import CID, RAW
 from ipwhl.errors import IntegrityError, NotFound, StoreError
 from ipwhl.store import Layout, Store, default_store_path
@@ -342,6 +343,38 @@ def test_a_small_batch_fsyncs_each_file(store: Store, monkeypatch: pytest.Monkey
             store.put_record(f"{number:064x}", number)
         assert not synced
     assert len(synced) == 3
+
+
+def test_a_large_batch_fsyncs_each_file_while_other_writes_are_pending(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # syncfs would wait for every dirty page of the file system, other programs' too.
+    synced: list[int] = []
+    real_fsync = os.fsync
+
+    def fsync(descriptor: int) -> None:
+        synced.append(descriptor)
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(store_module, "_dirty_bytes", lambda: 1 << 40)
+    with store.batch():
+        for number in range(40):
+            store.put_record(f"{number:064x}", number)
+    assert len(synced) == 40
+    assert all(store.get_record(f"{number:064x}") == number for number in range(40))
+
+
+def test_syncfs_pays_for_many_files_unless_others_have_much_to_write() -> None:
+    few = store_module._SYNCFS_FROM - 1
+    many = 2400
+    quiet = 1 << 20
+    busy = store_module._SYNCFS_OTHERS_DIRTY + (8 << 20)
+    assert store_module._syncfs_pays(many, quiet, lambda: quiet)
+    assert store_module._syncfs_pays(many, 64 << 20, lambda: (64 << 20) + quiet)
+    assert not store_module._syncfs_pays(many, quiet, lambda: busy)
+    assert not store_module._syncfs_pays(few, quiet, lambda: quiet)
+    assert store_module._dirty_bytes() >= 0
 
 
 def test_a_batch_is_written_as_it_goes(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
