@@ -26,6 +26,7 @@ import html
 import logging
 import re
 import signal
+import socket
 import sys
 import threading
 import time
@@ -196,6 +197,12 @@ class _Reports:
         self._lock = threading.Lock()
 
     def error(self, kind: str, message: str, *args: object) -> None:
+        self._report(logging.ERROR, kind, message, *args)
+
+    def warning(self, kind: str, message: str, *args: object) -> None:
+        self._report(logging.WARNING, kind, message, *args)
+
+    def _report(self, level: int, kind: str, message: str, *args: object) -> None:
         now = time.monotonic()
         with self._lock:
             last = self._last.get(kind)
@@ -206,7 +213,7 @@ class _Reports:
             unreported = self._unreported.pop(kind, 0)
         if unreported:
             message += f" (and {unreported} more like it since the last report)"
-        logger.error(message, *args)
+        logger.log(level, message, *args)
 
 
 def _read_failure(exc: OSError | StoreError) -> tuple[str, str]:
@@ -975,56 +982,155 @@ class Gateway:
         self.config = config
         self._reports = _Reports()
         self._answerer = _Answerer(store, self._reports)
-        self._server: asyncio.Server | None = None
+        self._listeners: list[socket.socket] = []
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._tasks: set[asyncio.Task[object]] = set()
-        self._active = 0
+        self._active = 0  # connections being served (at most _cap)
         self._cap = config.max_connections
+        self._open = 0  # accepted sockets not yet closed: served, refused, or starting
+        self._starting: set[socket.socket] = set()  # accepted, their task not yet running
+        self._most_open = config.max_connections
+        self._files_limit = 0
+        self._accepting = False
+        self._closing = False
+        self._retry: asyncio.TimerHandle | None = None
+        self._backoff = _MIN_BACKOFF
 
     async def start(self) -> int:
         """Bind the listening socket; return the port actually bound (port 0 picks a free one)."""
-        if self._server is not None:
+        if self._listeners:
             raise GatewayError("the gateway is already started")
         # Each connection is a file descriptor: serve no more than the process may open, less
-        # a margin for store reads and refusals, so accept() does not run out first.
-        self._cap = min(self.config.max_connections, max(16, _open_files_limit() - _FD_MARGIN))
-        _quiet_accept_errors(asyncio.get_running_loop())
-        self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=_WORKERS, thread_name_prefix="ipwhl-gateway"
-        )
+        # a margin for store reads and refusals, and accept no more than it may open at all;
+        # the rest wait in the kernel's queue, so accept() seldom meets EMFILE.
+        self._files_limit = _open_files_limit()
+        self._cap = min(self.config.max_connections, max(16, self._files_limit - _FD_MARGIN))
+        self._most_open = max(self._cap, self._files_limit - _FD_RESERVE)
         try:
-            self._server = await asyncio.start_server(
-                self._on_connection, self.config.host, self.config.port, backlog=1024
-            )
+            self._listeners = _listen(self.config.host, self.config.port)
         except OSError as exc:
-            self._executor.shutdown(wait=False)
-            self._executor = None
             raise GatewayError(
                 f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror or exc}"
             ) from exc
-        return int(self._server.sockets[0].getsockname()[1])
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=_WORKERS, thread_name_prefix="ipwhl-gateway"
+        )
+        self._closing = False
+        self._start_accepting()
+        return int(self._listeners[0].getsockname()[1])
 
     async def serve_forever(self) -> None:
         """Serve until cancelled (binding first if `start` was not called)."""
-        if self._server is None:
+        if not self._listeners:
             await self.start()
-        assert self._server is not None
-        await self._server.serve_forever()
+        await asyncio.get_running_loop().create_future()  # connections are served by tasks
 
     async def close(self) -> None:
         """Stop listening, end every open connection, and release the worker threads."""
-        if self._server is not None:
-            self._server.close()
+        self._closing = True
+        self._stop_accepting()
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
+        for listener in self._listeners:
+            listener.close()
+        self._listeners = []
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._server is not None:
-            await self._server.wait_closed()
-            self._server = None
+        for sock in self._starting:  # their tasks were cancelled before they began
+            sock.close()
+        self._starting.clear()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
             self._executor = None
+
+    # -- accepting ------------------------------------------------------------------------------
+    # asyncio's own accept loop (3.11) meets EMFILE by trying accept() again up to `backlog`
+    # times, each scheduling another retry a second later; under a sustained shortage the
+    # retries multiply and the loop's CPU grows second by second. Here accepting pauses instead:
+    # at the open-files budget until a connection closes, on EMFILE for a backoff.
+
+    def _start_accepting(self) -> None:
+        if self._accepting or self._closing or self._retry is not None:
+            return
+        if self._open >= self._most_open:
+            return  # resumed when a connection closes
+        loop = asyncio.get_running_loop()
+        for listener in self._listeners:
+            loop.add_reader(listener.fileno(), self._accept, listener)
+        self._accepting = True
+
+    def _stop_accepting(self) -> None:
+        if not self._accepting:
+            return
+        loop = asyncio.get_running_loop()
+        for listener in self._listeners:
+            loop.remove_reader(listener.fileno())
+        self._accepting = False
+
+    def _retry_accepting(self) -> None:
+        self._retry = None
+        self._start_accepting()
+
+    def _accept(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(_ACCEPT_BATCH):
+            if self._open >= self._most_open:
+                self._stop_accepting()
+                self._reports.warning(
+                    "files", "out of file descriptors: %d connections open, all that the "
+                    "open-files limit of %d allows; new connections wait; raise `ulimit -n`",
+                    self._open, self._files_limit,
+                )
+                return
+            try:
+                sock, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:
+                self._stop_accepting()
+                if exc.errno in _OUT_OF_RESOURCES:
+                    self._reports.warning(
+                        "files", "out of file descriptors (%s): new connections wait; raise "
+                        "`ulimit -n`", exc,
+                    )
+                else:
+                    self._reports.error(f"accept {exc.errno}", "accept() failed: %s", exc)
+                self._retry = loop.call_later(self._backoff, self._retry_accepting)
+                self._backoff = min(self._backoff * 2, _MAX_BACKOFF)
+                return
+            self._backoff = _MIN_BACKOFF
+            self._open += 1
+            self._starting.add(sock)
+            task = loop.create_task(self._accepted(sock))
+            self._tasks.add(task)
+
+    async def _accepted(self, sock: socket.socket) -> None:
+        task = asyncio.current_task()
+        self._starting.discard(sock)
+        try:
+            try:
+                sock.setblocking(False)
+                reader, writer = await asyncio.open_connection(sock=sock)
+            except BaseException:
+                sock.close()
+                raise
+            await self._on_connection(reader, writer)
+            # Counted off once the socket is really closed (and its error, if any, retrieved).
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+        except (OSError, asyncio.CancelledError):
+            pass
+        finally:
+            self._tasks.discard(task)  # type: ignore[arg-type]
+            self._open -= 1
+            self._start_accepting()
+
+    # -- serving --------------------------------------------------------------------------------
 
     def _answer_inline(self, request: _Request) -> _Reply | None:
         """The reply, if the caches hold all it needs (no store read on the event loop)."""
@@ -1041,9 +1147,6 @@ class Gateway:
     async def _on_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
         over_cap = self._active >= self._cap
         if not over_cap:
             self._active += 1
@@ -1061,9 +1164,13 @@ class Gateway:
         finally:
             if not over_cap:
                 self._active -= 1
-            self._tasks.discard(task)
             if finished:
                 writer.close()
+                if writer.transport.get_write_buffer_size():
+                    # The last bytes wait for a client that may never read them: not forever.
+                    asyncio.get_running_loop().call_later(
+                        self.config.idle_timeout, writer.transport.abort
+                    )
             else:
                 # close() would wait to flush to a client that may never read; drop it now.
                 writer.transport.abort()
@@ -1086,10 +1193,16 @@ class Gateway:
                     pass
 
 
+
 # File descriptors kept free for worker threads reading the store, the listening socket, logs,
 # and connections accepted only to be refused.
 _FD_MARGIN = 128
-_ACCEPT_EXHAUSTED = "socket.accept() out of system resource"
+# Of those, kept free even of refusals: workers' store files, listeners, logs, the loop's own.
+_FD_RESERVE = 32
+_ACCEPT_BATCH = 256  # accept() calls per wake-up of a listener, so the loop stays fair
+_MIN_BACKOFF = 0.05  # seconds before accept() is tried again after EMFILE, doubling to the max
+_MAX_BACKOFF = 1.0
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 def _open_files_limit() -> int:
@@ -1107,33 +1220,31 @@ def _open_files_limit() -> int:
     return soft if soft != resource.RLIM_INFINITY else 1 << 20
 
 
-def _quiet_accept_errors(loop: asyncio.AbstractEventLoop) -> None:
-    """Log running out of file descriptors once in a while, not once per accept attempt.
-
-    asyncio retries accept() up to `backlog` times per wake-up after EMFILE, reporting each,
-    which floods the log (and blocks the loop on a slow stderr) just when it is busiest.
-    """
-    previous = loop.get_exception_handler()
-    last_logged = [float("-inf")]
-
-    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
-        if context.get("message") == _ACCEPT_EXHAUSTED:
-            now = time.monotonic()
-            if now - last_logged[0] >= 10.0:
-                last_logged[0] = now
-                logger.warning(
-                    "out of file descriptors (%s): new connections wait; raise `ulimit -n`",
-                    context.get("exception"),
-                )
-            return
-        if previous is None:
-            loop.default_exception_handler(context)
-        else:
-            previous(loop, context)
-
-    if not getattr(previous, "ipwhl_accept_guard", False):  # one per loop, however many gateways
-        handler.ipwhl_accept_guard = True  # type: ignore[attr-defined]
-        loop.set_exception_handler(handler)
+def _listen(host: str, port: int) -> list[socket.socket]:
+    """Non-blocking listening sockets on every address `host` names ("" for all), one port."""
+    infos = socket.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    listeners: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            listener = socket.socket(family, kind, proto)
+            listeners.append(listener)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                # One socket per family, as asyncio does: "::" must not take IPv4 too.
+                listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(listeners) > 1:
+                # Port 0 picks a free port once; every address serves on that one.
+                address = (address[0], listeners[0].getsockname()[1], *address[2:])
+            listener.bind(address)
+            listener.listen(1024)
+            listener.setblocking(False)
+    except OSError:
+        for listener in listeners:
+            listener.close()
+        raise
+    return listeners
 
 
 # --- entry points ------------------------------------------------------------------------------
