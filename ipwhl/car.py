@@ -64,6 +64,7 @@ _READ_WINDOW = 16
 _READ_WORKERS = 2
 # Import writes leaves on this many threads: each waits for its fsync, not for the CPU.
 _WRITE_WORKERS = 8
+_MEND_BYTES = 64 << 20  # corrupt stored copies replaced in one go by import
 
 Scope = Literal["all", "entity", "block"]
 GetBlock = Callable[[CID], bytes]
@@ -572,6 +573,7 @@ class ImportResult:
     size: int
     unreachable: int
     pinned: tuple[str, int] | None = None
+    replaced: int = 0  # blocks whose stored copy was corrupt, replaced by the CAR's (of written)
 
 
 def import_car(
@@ -626,9 +628,14 @@ def _import_seekable(
     if root_name is not None and len(reader.roots) != 1:
         raise InvalidCar(f"{name}: --root-name needs a CAR with one root, this one has "
                          f"{len(reader.roots)}")
-    # Pass 1: check every block, remember where it lies and what it links to.
+    # Pass 1: check every block, remember where it lies and what it links to, and whether the
+    # store holds a good copy of it already. Good: the same bytes as the CAR's, which hash to
+    # the CID; a compare while the block is in hand costs a read of the stored copy, not a
+    # hash, and the copy that differs (a byte flipped on disk) is replaced in pass 2.
     where: dict[CID, tuple[int, int]] = {}
     links: dict[CID, list[CID]] = {}
+    present: set[CID] = set()
+    stale: set[CID] = set()
     for cid, data, offset in reader.sections():
         if cid in where:
             continue
@@ -639,6 +646,11 @@ def _import_seekable(
         where[cid] = (offset, len(data))
         if children:
             links[cid] = children
+        same = store.compare_block(cid, data)
+        if same:
+            present.add(cid)
+        elif same is not None:
+            stale.add(cid)
         if progress is not None:
             progress("check", offset + len(data), total)
     order = _completeness(store, name, reader.roots, where, links)
@@ -646,18 +658,22 @@ def _import_seekable(
     # time (each write waits for its fsync), then the nodes, children before parents; every
     # block is checked again as it is read back (the file could have changed in between).
     read = _positional_reader(handle, base)
-    missing = [cid for cid in order if not store.has_block(cid)]
+    missing = [cid for cid in order if cid not in present and cid not in stale]
+    replace = [cid for cid in order if cid in stale]
 
-    def put(cid: CID) -> int:
+    def good(cid: CID) -> bytes:
         offset, length = where[cid]
         data = read(offset, length)
         if len(data) != length or not cid.verify(data):
             raise InvalidCar(f"{name}: block {cid} changed while it was being imported")
-        store.put_block(cid, data)
-        return length
+        return data
+
+    def put(cid: CID) -> int:
+        store.put_block(cid, good(cid))
+        return where[cid][1]
 
     leaves = [cid for cid in missing if cid not in links]
-    to_write = sum(where[cid][1] for cid in missing)
+    to_write = sum(where[cid][1] for cid in (*missing, *replace))
     size = 0
 
     def wrote(length: int) -> None:
@@ -672,12 +688,23 @@ def _import_seekable(
     for cid in missing:
         if cid in links:
             wrote(put(cid))
-    written, present = len(missing), len(order) - len(missing)
+    # Corrupt copies are mended a few MiB at a time (leaves of one object in one copy of it).
+    mending: dict[CID, bytes] = {}
+    held = 0
+    for number, cid in enumerate(replace, 1):
+        mending[cid] = good(cid)
+        held += where[cid][1]
+        if number == len(replace) or held >= _MEND_BYTES:
+            store.replace_blocks(mending)
+            wrote(held)
+            mending, held = {}, 0
+    written = len(missing) + len(replace)
     pinned = None
     if root_name is not None:
         pinned = (root_name, pin_root(store, reader.roots[0], root_name))
     return ImportResult(
-        tuple(reader.roots), written, present, size, len(where) - len(order), pinned
+        tuple(reader.roots), written, len(order) - written, size, len(where) - len(order),
+        pinned, len(replace),
     )
 
 

@@ -669,7 +669,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         steps.close()
     if args.json:
         _emit({"roots": [str(root) for root in result.roots], "written": result.written,
-               "present": result.present, "size": result.size,
+               "present": result.present, "replaced": result.replaced, "size": result.size,
                "unreachable": result.unreachable,
                "pinned": {"name": result.pinned[0], "sequence": result.pinned[1]}
                if result.pinned else None})
@@ -678,6 +678,8 @@ def cmd_import(args: argparse.Namespace) -> int:
             print(root)
     said = (f"ipwhl: imported {result.written} blocks ({result.size / 1e6:,.1f} MB), "
             f"{result.present} already here")
+    if result.replaced:
+        said += f"; {result.replaced} of the store's copies were corrupt and are replaced"
     if result.unreachable:
         said += f"; left out {result.unreachable} blocks no root reaches"
     if result.pinned:

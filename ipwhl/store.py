@@ -33,7 +33,7 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -583,6 +583,62 @@ class Store:
         if not cid.verify(data):
             raise IntegrityError(f"block {cid} in the store is corrupt; run `ipwhl store verify`")
         return data
+
+    def compare_block(self, cid: CID, data: bytes | memoryview) -> bool | None:
+        """Whether the store's copy of block `cid` (its file, or its slice of an object) is
+        `data` byte for byte; None when the store has none.
+
+        `data` is known to hash to `cid`, so equal bytes are a good copy: a compare checks the
+        copy for the price of reading it, without hashing it again (import, issue 10).
+        """
+        path = self.block_path(cid)
+        held = self._held(path)
+        if held is not None:
+            return held == data
+        try:
+            with _open_file(path) as handle:
+                stored = handle.read(len(data) + 1)  # a corrupt file may be any size
+        except FileNotFoundError:
+            location = self._leaf_location(cid)
+            if location is None:
+                return None
+            try:
+                stored = self._read_slice(*location)
+            except NotFound:  # its object is gone: the copy is missing, not corrupt
+                return None
+        return stored == data
+
+    def replace_blocks(self, blocks: Mapping[CID, bytes]) -> int:
+        """Put good copies of blocks in place of corrupt ones; returns how many were replaced.
+
+        Each must hash to its CID. A block's own file is rewritten atomically (a rename over
+        it); leaves held in an object are patched into a copy of the object, which then
+        replaces it atomically, so a reader sees the old object or the mended one.
+        """
+        patches: dict[str, list[tuple[int, bytes]]] = {}
+        for cid, data in blocks.items():
+            if not cid.verify(data):
+                raise IntegrityError(f"block {cid}: the replacement does not hash to its CID")
+            path = self.block_path(cid)
+            location = None if self._exists(path) else self._leaf_location(cid)
+            if location is None:
+                self._put(path, data)
+            else:
+                sha256_hex, offset, length = location
+                if length != len(data):
+                    raise IntegrityError(f"block {cid} is {length} bytes in its object, not "
+                                         f"{len(data)}; run `ipwhl store verify --repair`")
+                patches.setdefault(sha256_hex, []).append((offset, data))
+        for sha256_hex, fixes in patches.items():
+            final = self.object_path(sha256_hex)
+            with self.temporary() as (temp, handle):
+                with _open_file(final) as old:
+                    shutil.copyfileobj(old, handle, _READ_SIZE)
+                for offset, data in fixes:
+                    handle.seek(offset)
+                    handle.write(data)
+                self._commit(temp, handle, final)
+        return len(blocks)
 
     def put_layout(self, root: CID, layout: Layout) -> None:
         """Record that the UnixFS file `root` is the object `layout.object_sha256`, leaf by leaf."""

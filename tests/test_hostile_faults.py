@@ -130,6 +130,70 @@ def test_a_corrupt_leaf_an_import_relies_on_is_caught_when_read(built, capsys, t
     assert code == 6 and f"block {leaf} in the store is corrupt" in err
 
 
+# --- import mends what it would have skipped as already present -------------------------------
+
+
+def exported(built: Built, tmp_path: Path) -> Path:
+    path = tmp_path / "release.car"
+    with open(path, "wb") as out:
+        car.write_car(built.store, built.root, out)
+    return path
+
+
+def verify_clean(store: Store, capsys: pytest.CaptureFixture[str]) -> bool:
+    code = cli.main(["store", "verify", "--store", str(store.root)])
+    capsys.readouterr()
+    return code == 0
+
+
+def test_import_replaces_corrupt_blocks_and_leaves_it_would_have_skipped(built, capsys, tmp_path):
+    # A store filled by an import keeps each leaf as a block file of its own.
+    whole = exported(built, tmp_path)
+    other = Store(tmp_path / "other").open()
+    car.import_car(other, whole)
+    cids = [cid for cid, _, _ in car.CarReader(io.BytesIO(whole.read_bytes())).sections()]
+    leaf = next(cid for cid in cids if cid.codec == RAW and len(other.get_block(cid)) > 1000)
+    node = next(cid for cid in cids if cid.codec == DAG_PB and cid != built.root)
+    good = {cid: other.block_path(cid).read_bytes() for cid in (leaf, node)}
+    flip(other.block_path(leaf), 500)
+    flip(other.block_path(node), 3)
+    assert not verify_clean(other, capsys)
+    code, err = ipwhl(capsys, "import", str(whole), "--store", str(other.root))
+    assert code == 0 and "2 of the store's copies were corrupt and are replaced" in err, err
+    assert {cid: other.block_path(cid).read_bytes() for cid in good} == good  # was kept corrupt
+    assert verify_clean(other, capsys)
+    assert leftovers(other.root) == [] and not any((other.root / "tmp").iterdir())
+    again = car.import_car(other, whole)
+    assert (again.written, again.replaced, again.present) == (0, 0, len(set(cids)))
+
+
+def test_import_mends_a_leaf_held_in_an_object(built, capsys, tmp_path):
+    # A built store keeps a wheel as one object; its leaves are slices of it.
+    whole = exported(built, tmp_path)
+    flip(built.object_path, len(built.wheel) // 3)
+    assert not verify_clean(built.store, capsys)
+    result = car.import_car(built.store, whole)
+    assert result.replaced == 1 and result.written == 1
+    assert built.object_path.read_bytes() == built.wheel
+    assert verify_clean(built.store, capsys)
+    code, _ = ipwhl(capsys, "get", str(built.root), "-o", str(tmp_path / "out"),
+                    "--store", str(built.store.root))
+    assert code == 0 and (tmp_path / "out" / "simple" / "demo" / WHEEL).read_bytes() == built.wheel
+
+
+def test_an_import_that_fails_replaces_nothing(built, capsys, tmp_path):
+    whole = exported(built, tmp_path)
+    flip(built.object_path, 7)
+    damaged = built.object_path.read_bytes()
+    data = bytearray(whole.read_bytes())
+    data[-10] ^= 0x01  # the CAR's last block no longer hashes to its CID
+    broken = tmp_path / "broken.car"
+    broken.write_bytes(bytes(data))
+    code, _ = ipwhl(capsys, "import", str(broken), "--store", str(built.store.root))
+    assert code != 0
+    assert built.object_path.read_bytes() == damaged  # checked whole before anything is written
+
+
 def test_serve_never_sends_a_flipped_object(built):
     flip(built.object_path, len(built.wheel) - 5)
     with running(built.store) as url:
