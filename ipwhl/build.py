@@ -226,12 +226,15 @@ def check_release(
     workers: int = 4,
     overlay: Overlay | None = None,
     need_wheels: bool = True,
+    on_project: Callable[[ProjectPlan, Mapping[str, RealisedWheel]], None] | None = None,
 ) -> CheckResult:
     """Fetch, verify and inspect every wheel, then run the four checks; report every violation.
 
     With an `overlay`, only the wheels of added or changed projects are fetched and inspected,
     and only the projects it names for rechecking have their platform and closure checks run:
-    the rest passed them in the previous release with the same inputs.
+    the rest passed them in the previous release with the same inputs. `on_project` is called
+    on this thread for each project whose wheels are all realised, as soon as they are, while
+    other wheels are still being fetched.
     """
     realiser = realiser or Realiser(store)
     if not need_wheels and overlay is None:
@@ -254,12 +257,23 @@ def check_release(
     ]
     progress.start(len(wheels))
     realise_wheel = _WheelRealiser(store, realiser, progress)
+    # A project's wheels are next to each other in `wheels`, and map() yields in order.
+    last_wheel_of: dict[str, ProjectPlan] = {}
+    if on_project is not None:
+        fetched = {w.summary.relpath for w in wheels}
+        last_wheel_of = {p.wheels[-1].summary.relpath: p for p in projects
+                         if p.wheels and p.wheels[-1].summary.relpath in fetched}
+    failed_projects: set[str] = set()
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for outcome in pool.map(realise_wheel, wheels):
+        for wheel, outcome in zip(wheels, pool.map(realise_wheel, wheels), strict=True):
             if isinstance(outcome, Finding):
                 findings.append(outcome)
+                failed_projects.add(wheel.summary.project)
             else:
                 result.wheels[outcome.plan.declaration.relpath] = outcome
+            done = last_wheel_of.get(wheel.summary.relpath)
+            if on_project is not None and done is not None and done.project not in failed_projects:
+                on_project(done, result.wheels)
     progress.finish()
     environments = plan.spec.supported
     for project in projects:
@@ -510,11 +524,19 @@ def build_release(
                 earlier = load_previous(store, CID.parse(previous), remember=True)
                 realiser.used.add(earlier.index_key)
                 layered = plan_overlay(plan, earlier)
+            # Each project's page and directory are written while other wheels are fetched
+            # (the main thread only waits then); if a check fails they are unused blocks.
+            writer = _DagWriter(store, realiser)
+            pages: dict[str, Entry] = {}
+
+            def on_project(project: ProjectPlan, wheels: Mapping[str, RealisedWheel]) -> None:
+                pages[project.project] = _project_directory(writer, project, wheels)
+
             checked = check_release(store, plan, realiser=realiser, progress=progress,
-                                    workers=workers, overlay=layered)
+                                    workers=workers, overlay=layered, on_project=on_project)
             checked.raise_for_violations()
             built = write_dag(store, plan, checked, realiser, on_top_of=previous,
-                              sequence=sequence, overlay=layered, extras=extras)
+                              sequence=sequence, overlay=layered, extras=extras, pages=pages)
             # The keys (millions for a large release) in a record of their own, read only
             # when the release is rooted anew: a warm build reads a few bytes.
             realiser.used.add(keys_key)  # rooted with the rest, so gc keeps it
@@ -612,12 +634,14 @@ def write_dag(
     sequence: int | None = None,
     overlay: Overlay | None = None,
     extras: Mapping[str, bytes] | None = None,
+    pages: Mapping[str, Entry] | None = None,
 ) -> BuildResult:
     """Write every page and directory of a checked release; return the root.
 
     Pages are derivations; directories are encoded (as cheap as keying them would be). With an
     `overlay`, projects it does not rebuild keep their previous directory, CID for CID, and only
     the shards of `simple/` and `ipwhl/declarations/` on the path of a change are written.
+    `pages` holds project directories written already (by project name).
     """
     spec: ReleaseSpec = plan.spec
     previous = on_top_of or spec.on_top_of
@@ -628,6 +652,13 @@ def write_dag(
     sequence = 1 if sequence is None else sequence
     writer = _DagWriter(store, realiser)
     project_names = [p.project for p in plan.projects]
+    pages = pages or {}
+
+    def project_directory(project: ProjectPlan) -> Entry:
+        entry = pages.get(project.project)
+        if entry is None:
+            entry = _project_directory(writer, project, checked.wheels)
+        return _named(project.project, entry)
 
     def root_page() -> Entry:
         page = writer.file(
@@ -637,10 +668,7 @@ def write_dag(
 
     summaries = plan.declarations.summaries
     if overlay is None:
-        project_entries = [
-            _named(p.project, _project_directory(writer, p, checked.wheels))
-            for p in plan.projects
-        ]
+        project_entries = [project_directory(p) for p in plan.projects]
         simple = writer.directory([*project_entries, root_page()])
         declarations: Entry | None = writer.tree(
             {s.relpath: writer.declaration(plan, s) for s in summaries}
@@ -651,8 +679,7 @@ def write_dag(
         changes: dict[str, Entry | None] = dict.fromkeys(overlay.removed)
         for project in plan.projects:
             if project.project in overlay.rebuilt:
-                entry = _project_directory(writer, project, checked.wheels)
-                changes[project.project] = _named(project.project, entry)
+                changes[project.project] = project_directory(project)
         if overlay.added or overlay.removed:
             changes["index.html"] = root_page()
         simple = writer.update(overlay.previous.simple, changes)

@@ -328,3 +328,27 @@ def test_a_checked_release_gives_its_declared_findings_from_one_record(tmp_path:
     only_c = fresh.all_declared_findings(store, only={"c"})
     assert only_c == [] and fresh.all_declared_findings(only={"b"}) == []
     assert sorted(fresh.all_declared_findings(store, only={"a"})) == sorted(computed)
+
+
+def test_each_project_is_handed_on_once_its_wheels_are_realised(tmp_path: Path) -> None:
+    # A build writes a project's page while other wheels are still being fetched.
+    from ipwhl.build import check_release
+    from ipwhl.store import Store
+
+    release = write_release(tmp_path, [
+        Project("a", "1.0", tags=("cp311-cp311-manylinux_2_17_x86_64", "py3-none-any")),
+        Project("b", "1.0"), Project("c", "1.0", requires_dist=["b"]),
+    ])
+    (release.wheels["c-1.0-py3-none-any.whl"]).write_bytes(b"not the declared bytes")
+    store = Store(tmp_path / "store").open()
+    plan = load_plan(release.path)
+    handed: list[tuple[str, set[str]]] = []
+
+    def on_project(project, wheels) -> None:  # type: ignore[no-untyped-def]
+        handed.append((project.project, {w.summary.filename for w in project.wheels} - {
+            w.plan.summary.filename for w in wheels.values()}))
+
+    result = check_release(store, plan, workers=2, on_project=on_project)
+    # c's only wheel failed its content-id: c is never handed on, and a and b are, complete.
+    assert handed == [("a", set()), ("b", set())]
+    assert "verifiable-source" in {v.check for v in result.violations}
