@@ -36,6 +36,7 @@ EXIT_USAGE = 2
 EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug in ipwhl, not a problem with the input
 
 JSON_HELP = "print a JSON document on stdout instead (keys: see docs/reference/)"
+DEFAULT_EXPIRY = "30d"  # of a signed release record
 NO_JSON = {"serve", "completion"}  # commands with nothing to report
 # Keys of `gc --json` and `store verify --json`, always all present (documented).
 GC_KINDS = ("tmp", "objects", "sources", "blocks", "layouts", "records", "keys")
@@ -828,7 +829,8 @@ def _record_times(args: argparse.Namespace) -> tuple[datetime, datetime]:
     from .trust import record_times
 
     try:
-        return record_times(getattr(args, "created", None), args.expires)
+        expires = _when(DEFAULT_EXPIRY) if args.expires is None else args.expires
+        return record_times(getattr(args, "created", None), expires)
     except ValueError as error:
         raise _Usage(str(error)) from None
 
@@ -1138,7 +1140,8 @@ def cmd_completion(args: argparse.Namespace) -> int:
 
 
 def _expiry(sub: argparse.ArgumentParser) -> None:
-    sub.add_argument("--expires", type=_when, default="30d", metavar="WHEN",
+    # No default here: argparse would convert it on every run, importing the signing code.
+    sub.add_argument("--expires", type=_when, metavar="WHEN",
                      help="when the record stops vouching: a duration after its creation "
                      "(30d, 12h, 2w) or a date-time (default 30d)")
 

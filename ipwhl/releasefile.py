@@ -193,10 +193,10 @@ def _keys(
     path: Path, value: str | None, positions: tomlpos.Positions, report: _Report
 ) -> bytes | None:
     """The release line's public keys file (it goes into the DAG as ipwhl/keys), checked."""
-    from ipwhl.signing import InvalidKey, parse_public_keys
-
     if value is None:
         return None
+    from ipwhl.signing import InvalidKey, parse_public_keys
+
     try:
         keys = tomlpos.read_document(path.parent / value)
         parse_public_keys(keys.decode("utf-8"), value)

@@ -51,6 +51,26 @@ def test_python_dash_m_runs_the_cli() -> None:
     assert (done.returncode, done.stdout) == (0, f"ipwhl {__version__}\n")
 
 
+def test_a_build_that_signs_nothing_does_not_load_the_signing_code(tmp_path: Path) -> None:
+    # Start-up is part of every warm build and overlay: cryptography costs 16 ms to import.
+    from tests.releasefactory import Project, write_release
+
+    release = write_release(tmp_path / "r", [Project("a", "1.0")])
+    probe = (
+        "import sys\n"
+        "from ipwhl.cli import main\n"
+        "try:\n"
+        f"    main(['build', {str(release.path)!r}, '--store', {str(tmp_path / 's')!r}, '-q'])\n"
+        "except SystemExit as exit:\n"
+        "    assert not exit.code, exit.code\n"
+        "print(sorted(m for m in sys.modules if m in ('ipwhl.trust', 'ipwhl.signing')))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                          text=True, check=True)
+    assert done.stdout.splitlines()[-1] == "[]"
+
+
 def test_the_commands_of_the_spec_exist() -> None:
     assert {"eval", "check", "build", "get", "serve"} <= set(commands())
 
