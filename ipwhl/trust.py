@@ -412,9 +412,12 @@ def _release_file(store: Store, cid: str, name: str) -> bytes | None:
 
 def _release_info(store: Store, cid: str) -> Mapping[str, Any]:
     from .build import read_release_info
+    from .releasefile import NotARelease
 
     try:
         return read_release_info(store, CID.parse(cid))
+    except NotARelease:
+        raise  # all there, and not a release: fetching more would not help
     except NotFound as error:
         raise Unavailable(f"release {cid} is only partly in the store: {error}") from None
 

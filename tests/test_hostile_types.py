@@ -328,3 +328,13 @@ def test_the_users_files_raise_only_declaration_error(
             load()
         except DeclarationError as error:
             assert error.violations
+
+
+def test_verify_says_a_type_confused_release_is_not_one_rather_than_partly_here(tmp_path):
+    # verify and use read the signed release's ipwhl/release.toml: all there, just not valid.
+    from ipwhl import trust
+
+    store = Store(tmp_path / "store").open()
+    bad = crafted_release(store, info_document(sequence="'x'"), GOOD_DECLARATION)
+    with pytest.raises(NotARelease, match="'sequence' is a string"):
+        trust._release_info(store, str(bad))
