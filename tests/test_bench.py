@@ -53,7 +53,8 @@ def test_bench_run_prints_one_table_of_every_step(
         assert rows[step]["ratio"] > 0, step
         assert rows[step]["peak_mib"] > 5, step  # a Python process, measured on its own
         assert rows[step]["cpu"] > 0, step
-    assert any(step.startswith("overlay, ") for step in rows)
+    overlays = [step for step in rows if step.startswith("overlay, ")]
+    assert len(overlays) == 2 and "fresh copy" in overlays[1], overlays  # edited in place, copy
     assert any(step.startswith("export (") for step in rows)
     assert rows["build, cold"]["floor_name"] == "persist floor"
     assert 1 < rows["store size (everything rooted)"]["ratio"] < 1.5
