@@ -33,6 +33,7 @@ import stat
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -60,6 +61,10 @@ _LEAF_RESCAN = 1.0  # seconds between looks for new layouts when a leaf is not k
 # overlaps the work that puts them, memory stays bounded, and each syncfs covers many files.
 _HAND_OFF_FILES = 512
 _BATCH_BYTES = 64 << 20
+# Groups handed to the writer and not yet written, at most: past that, putting waits. Without
+# a bound a writer slower than the puts (a slow disk, or starved of the GIL by a busy main
+# thread) let held files grow without end: 8 GiB at 600,000 projects.
+_IN_FLIGHT = 4
 # fsyncs in flight at once: the file system commits concurrent fsyncs in one journal transaction.
 _SYNC_THREADS = 16
 _SYNCFS_FROM = 16  # files in a flush from which one syncfs beats an fsync each
@@ -261,9 +266,13 @@ class Store:
         # handed to the writer thread, and held (readable here) until they are renamed.
         self._pending: dict[str, bytes] = {}
         self._pending_bytes = 0
-        self._writing: list[dict[str, bytes]] = []
+        self._writing: deque[dict[str, bytes]] = deque()  # handed off, oldest first
+        # Every file held by a handed-off group: path -> (its group, its bytes), newest wins;
+        # so that looking a file up costs one dict access however far the writer is behind.
+        self._writing_index: dict[str, tuple[dict[str, bytes], bytes]] = {}
         self._writing_lock = threading.Lock()
         self._handed: list[Future[None]] = []
+        self._in_flight: deque[Future[None]] = deque()
         self._writer: ThreadPoolExecutor | None = None
         self._write_error: BaseException | None = None
         self._batch_depth = 0
@@ -426,6 +435,7 @@ class Store:
             waiting, self._handed = self._handed, []
             for future in waiting:
                 future.result()
+            self._in_flight.clear()
             error, self._write_error = self._write_error, None
         if error is None:
             return
@@ -438,12 +448,20 @@ class Store:
 
     def _hand_off(self) -> None:
         # Under _batch_lock. One writer thread: batches are renamed in the order they were put.
-        files, self._pending, self._pending_bytes = self._pending, {}, 0
+        # Indexed before it leaves _pending, so that a reader without the lock finds it.
+        files = self._pending
         with self._writing_lock:
             self._writing.append(files)
+            for key, data in files.items():
+                self._writing_index[key] = (files, data)
+        self._pending, self._pending_bytes = {}, 0
         if self._writer is None:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="ipwhl-store-writer")
-        self._handed.append(self._writer.submit(self._write_handed, files))
+        future = self._writer.submit(self._write_handed, files)
+        self._handed.append(future)
+        self._in_flight.append(future)
+        while self._in_flight and (self._in_flight[0].done() or len(self._in_flight) > _IN_FLIGHT):
+            self._in_flight.popleft().result()  # never raises: _write_handed keeps the error
 
     def _write_handed(self, files: dict[str, bytes]) -> None:
         try:
@@ -454,7 +472,12 @@ class Store:
         finally:
             # Written or not, they are no longer held: what failed is simply not there.
             with self._writing_lock:
-                self._writing = [held for held in self._writing if held is not files]
+                self._writing.remove(files)  # the oldest: one writer, in order
+                index = self._writing_index
+                for key in files:
+                    held = index.get(key)
+                    if held is not None and held[0] is files:
+                        del index[key]
 
     def _write_many(self, files: dict[str, bytes]) -> None:
         tmp_dir = os.path.join(self.root, "tmp")
@@ -504,15 +527,14 @@ class Store:
     def _held(self, final: Path) -> bytes | None:
         # Without _batch_lock: dict and list reads are atomic, and a batch is renamed before it
         # stops being held. The newest holding wins (a record put twice).
-        if not self._pending and not self._writing:
+        if not self._pending and not self._writing_index:
             return None
         key = str(final)
         found = self._pending.get(key)
         if found is None:
-            for files in reversed(self._writing):
-                found = files.get(key)
-                if found is not None:
-                    break
+            held = self._writing_index.get(key)
+            if held is not None:
+                found = held[1]
         return found
 
     def _held_items(self) -> list[tuple[str, bytes]]:

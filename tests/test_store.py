@@ -393,6 +393,32 @@ def test_a_batch_is_written_as_it_goes(store: Store, monkeypatch: pytest.MonkeyP
     assert other.get_record(f"{3:064x}") == 3
 
 
+def test_puts_wait_for_a_writer_that_falls_behind(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A slow disk (here: every group takes 20 ms to become durable) must not let held files
+    # pile up without bound, and a file held in any group is found at once.
+    monkeypatch.setattr(store_module, "_HAND_OFF_FILES", 4)
+    real_sync = store_module._sync_files
+
+    def slow_sync(folder: str, paths: list[str], size: int = 0) -> None:
+        time.sleep(0.02)
+        real_sync(folder, paths, size)
+
+    monkeypatch.setattr(store_module, "_sync_files", slow_sync)
+    most_held = 0
+    with store.batch():
+        for number in range(200):
+            store.put_record(f"{number:064x}", number)
+            most_held = max(most_held, len(store._writing))
+            assert store.get_record(f"{number:064x}") == number
+            assert store.get_record(f"{number // 2:064x}") == number // 2
+    assert most_held <= store_module._IN_FLIGHT
+    assert not store._writing and not store._writing_index
+    fresh = Store(store.root).open()
+    assert [fresh.get_record(f"{n:064x}") for n in range(200)] == list(range(200))
+
+
 def test_after_a_failed_write_nothing_later_appears(
     store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
