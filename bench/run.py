@@ -51,6 +51,7 @@ from bench import genrelease  # noqa: E402
 DEFAULT_WHEELS = [Path("/opt/pypi/files"), Path("/opt/pypi-more/files")]
 STEPS = ("check", "build", "overlay", "eval", "gc", "car", "gateway", "install")
 _READ = 1 << 20
+STORE_PREFIX = "store-"  # bench stores under --out, removed at the start and end of a run
 
 
 # -- running children --------------------------------------------------------------------------
@@ -328,6 +329,17 @@ class Context:
     floors_cpu: dict[str, float]
     root: str = ""
     cold_build: float = 0.0
+    stores: int = 0
+
+    def fresh_store(self, name: str) -> Path:
+        """A new store folder, deleted only when the benchmark ends.
+
+        Deleting a store just before a cold run would time ext4 rather than ipwhl: for a few
+        seconds (minutes while its inode tables are dirty) the inodes of deleted files are
+        skipped when new ones are allocated, and a build makes ~3,600 files (perf of such a
+        run: 35% of its CPU in find_inode_bit and recently_deleted; system time 1.8 s → 6 s)."""
+        self.stores += 1
+        return self.out / f"{STORE_PREFIX}{name}-{self.stores}"
 
 
 def _best(runs: list[Run]) -> Run:
@@ -335,10 +347,9 @@ def _best(runs: list[Run]) -> Run:
 
 
 def step_check(ctx: Context) -> None:
-    store = ctx.out / "store-check"
     runs = []
     for _ in range(ctx.args.repeat):
-        shutil.rmtree(store, ignore_errors=True)
+        store = ctx.fresh_store("check")
         runs.append(run_ipwhl("check", str(ctx.release), store=store))
     cold = _best(runs)
     f = ctx.floors
@@ -351,13 +362,12 @@ def step_check(ctx: Context) -> None:
     warm_run = _best([run_ipwhl("check", str(ctx.release), store=store) for _ in range(3)])
     ctx.table.add(Row("check, warm", warm_run.seconds, "s", "cold check", cold.seconds,
                       "<= 0.05x (issue 2)", warm_run.peak_mib, cpu=warm_run.cpu))
-    shutil.rmtree(store, ignore_errors=True)
 
 
 def step_build(ctx: Context) -> None:
     runs = []
     for _ in range(ctx.args.repeat):
-        shutil.rmtree(ctx.store, ignore_errors=True)
+        ctx.store = ctx.fresh_store("build")
         runs.append(run_ipwhl("build", str(ctx.release), store=ctx.store))
     cold = _best(runs)
     ctx.root = cold.stdout.strip()
@@ -379,7 +389,7 @@ def step_build(ctx: Context) -> None:
 
 def _ensure_built(ctx: Context) -> None:
     if not ctx.root:
-        shutil.rmtree(ctx.store, ignore_errors=True)
+        ctx.store = ctx.fresh_store("build")
         done = run_ipwhl("build", str(ctx.release), store=ctx.store)
         ctx.root, ctx.cold_build = done.stdout.strip(), done.seconds
 
@@ -468,9 +478,7 @@ def step_car(ctx: Context) -> None:
     ctx.table.add(Row(f"export ({size / 1e6:,.0f} MB CAR), beyond start-up",
                       exported.seconds - ctx.start, "s", "read + sha256 of the CAR",
                       _read_hash(car), "", exported.peak_mib, cpu=exported.cpu))
-    fresh = ctx.out / "store-import"
-    shutil.rmtree(fresh, ignore_errors=True)
-    imported = run_ipwhl("import", str(car), store=fresh)
+    imported = run_ipwhl("import", str(car), store=ctx.fresh_store("import"))
     persisted = persist_floor([car], ctx.out / "scratch-car")
     ctx.table.add(Row("import into an empty store, beyond start-up",
                       imported.seconds - ctx.start, "s", "persist floor of the CAR", persisted,
@@ -490,14 +498,13 @@ def step_car(ctx: Context) -> None:
             raise SystemExit(f"the gateway's CAR has {got} bytes, ipwhl export wrote {size}")
         ctx.table.add(Row("gateway ?format=car, one client", streamed, "s",
                           "read + sha256 of the CAR", _read_hash(car)))
-        shutil.rmtree(fresh, ignore_errors=True)
-        fetched = run_ipwhl("fetch", ctx.root, "--from", server.url, store=fresh)
+        fetched = run_ipwhl("fetch", ctx.root, "--from", server.url,
+                            store=ctx.fresh_store("fetch"))
         ctx.table.add(Row("fetch from ipwhl serve, beyond start-up", fetched.seconds - ctx.start,
                           "s", "persist floor of the CAR", persisted, "", fetched.peak_mib,
                           cpu=fetched.cpu))
     finally:
         server.stop()
-    shutil.rmtree(fresh, ignore_errors=True)
     car.unlink()
 
 
@@ -794,6 +801,8 @@ def main(argv: list[str] | None = None) -> int:
     folders = [d for d in args.wheels if d.is_dir()]
     if not folders:
         raise SystemExit("no wheel folders found; pass --wheels DIR")
+    for leftover in out.glob(f"{STORE_PREFIX}*"):  # of an earlier run, long before timing
+        shutil.rmtree(leftover, ignore_errors=True)
     release, count, nbytes = genrelease.from_wheels(folders, out / "release", args.limit)
     files = wheel_files(release.parent)
     print(f"release: {count} wheels, {nbytes / 1e6:,.0f} MB from "
@@ -825,6 +834,7 @@ def main(argv: list[str] | None = None) -> int:
     table.add(Row("persist floor: + write, fsync, rename", floors["persist"], "s",
                   cpu=floors_cpu["persist"]))
     ctx = Context(args, out, table, release, files, start, floors, out / "store", floors_cpu)
+    ctx.store = ctx.fresh_store("build")
     steps = {"check": step_check, "build": step_build, "overlay": step_overlay,
              "eval": step_eval, "gc": step_gc, "car": step_car, "gateway": step_gateway,
              "install": step_install}
@@ -835,6 +845,8 @@ def main(argv: list[str] | None = None) -> int:
             except SystemExit as failed:  # one broken step must not hide the others' figures
                 table.note(f"{name} failed: {str(failed.code).strip().splitlines()[-1]}")
                 print(failed.code, file=sys.stderr)
+    for store in out.glob(f"{STORE_PREFIX}*"):
+        shutil.rmtree(store, ignore_errors=True)
     print()
     print(table.render())
     (out / "results.json").write_text(json.dumps(
