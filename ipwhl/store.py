@@ -818,6 +818,10 @@ class Store:
     def _scan(self, kind: str) -> Iterator[os.DirEntry[str]]:
         if kind not in STORE_KINDS:
             raise ValueError(f"unknown store kind {kind!r}; expected one of {STORE_KINDS}")
+        return (e for e in self._sharded(kind) if e.is_file(follow_symlinks=False))
+
+    def _sharded(self, kind: str) -> Iterator[os.DirEntry[str]]:
+        # Everything inside the shard folders of `kind`, whatever it is.
         try:
             shards = os.scandir(self.root / kind)
         except FileNotFoundError:
@@ -827,28 +831,17 @@ class Store:
                 if not shard.is_dir(follow_symlinks=False):
                     continue
                 with os.scandir(shard.path) as files:
-                    for entry in files:
-                        if entry.is_file(follow_symlinks=False):
-                            yield entry
+                    yield from files
 
     def strays(self, kind: str) -> Iterator[tuple[str, Path, str]]:
         """(name, path, what it is) of everything in the folders of `kind` that is not a regular
         file where one should be: a directory, a FIFO, a symlink (damage: `entries` skips them)."""
-        try:
-            shards = os.scandir(self.root / kind)
-        except FileNotFoundError:
-            return
-        with shards:
-            for shard in shards:
-                if not shard.is_dir(follow_symlinks=False):
-                    continue
-                with os.scandir(shard.path) as files:
-                    for entry in files:
-                        if not entry.is_file(follow_symlinks=False):
-                            mode = entry.stat(follow_symlinks=False).st_mode
-                            what = next((name for test, name in _KINDS_OF_FILE if test(mode)),
-                                        "not a regular file")
-                            yield entry.name, Path(entry.path), what
+        for entry in self._sharded(kind):
+            if not entry.is_file(follow_symlinks=False):
+                mode = entry.stat(follow_symlinks=False).st_mode
+                what = next((name for test, name in _KINDS_OF_FILE if test(mode)),
+                            "not a regular file")
+                yield entry.name, Path(entry.path), what
 
     def entry_path(self, kind: str, name: str) -> Path:
         """Where the file `name` of `kind` (one of STORE_KINDS) lives, whether or not it does."""

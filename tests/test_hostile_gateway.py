@@ -322,6 +322,21 @@ def test_ranges_on_a_directory_and_a_listing_are_ignored(tmp_path: Path):
         connection.close()
 
 
+def serve_with_open_files(store: Store, port: int, log: Path, limit: int) -> subprocess.Popen:
+    """`python -m ipwhl serve` on `port`, allowed `limit` open files, logging to `log`."""
+
+    def limit_files() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+    with open(log, "wb") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-m", "ipwhl", "serve", "--port", str(port), "--store",
+             str(store.root)],
+            stdout=subprocess.DEVNULL, stderr=stderr, preexec_fn=limit_files,
+            env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent)),
+        )
+
+
 def test_running_out_of_file_descriptors_is_survived(served, tmp_path):
     """`ipwhl serve` limited to 128 open files, hit by 400 connections: each is answered (served
     or told to retry), the log says so once, and the gateway serves again afterwards. (asyncio
@@ -329,17 +344,7 @@ def test_running_out_of_file_descriptors_is_survived(served, tmp_path):
     store, _, _ = served
     port = free_port()
     log = tmp_path / "serve.log"
-
-    def limit_files() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
-
-    with open(log, "wb") as stderr:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "ipwhl", "serve", "--port", str(port), "--store",
-             str(store.root)],
-            stdout=subprocess.DEVNULL, stderr=stderr, preexec_fn=limit_files,
-            env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent)),
-        )
+    server = serve_with_open_files(store, port, log, 128)
     try:
         address = ("127.0.0.1", port)
         wait_until_served(address, 20, log)
@@ -412,20 +417,11 @@ def test_sustained_emfile_neither_spins_nor_crashes(served, tmp_path):
     log = tmp_path / "serve.log"
     address = ("127.0.0.1", port)
 
-    def limit_files() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
-
     def flood() -> list[socket.socket]:
         # Under the listen backlog (1024): every connect completes whether accepted or not.
         return [socket.create_connection(address, timeout=10) for _ in range(600)]
 
-    with open(log, "wb") as stderr:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "ipwhl", "serve", "--port", str(port), "--store",
-             str(store.root)],
-            stdout=subprocess.DEVNULL, stderr=stderr, preexec_fn=limit_files,
-            env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent)),
-        )
+    server = serve_with_open_files(store, port, log, 64)
     sockets: list[socket.socket] = []
     try:
         wait_until_served(address, 20, log)

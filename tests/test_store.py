@@ -329,15 +329,21 @@ def test_a_batch_names_files_only_once_all_are_written_and_in_order(
     assert not _files(store, "tmp")
 
 
-def test_a_small_batch_fsyncs_each_file(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    synced: list[int] = []
+@pytest.fixture
+def synced(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The descriptors fsynced from now on (they still are)."""
+    calls: list[int] = []
     real_fsync = os.fsync
 
     def fsync(descriptor: int) -> None:
-        synced.append(descriptor)
+        calls.append(descriptor)
         real_fsync(descriptor)
 
     monkeypatch.setattr(os, "fsync", fsync)
+    return calls
+
+
+def test_a_small_batch_fsyncs_each_file(store: Store, synced: list[int]) -> None:
     with store.batch():
         for number in range(3):
             store.put_record(f"{number:064x}", number)
@@ -346,17 +352,9 @@ def test_a_small_batch_fsyncs_each_file(store: Store, monkeypatch: pytest.Monkey
 
 
 def test_a_large_batch_fsyncs_each_file_while_other_writes_are_pending(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+    store: Store, synced: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # syncfs would wait for every dirty page of the file system, other programs' too.
-    synced: list[int] = []
-    real_fsync = os.fsync
-
-    def fsync(descriptor: int) -> None:
-        synced.append(descriptor)
-        real_fsync(descriptor)
-
-    monkeypatch.setattr(os, "fsync", fsync)
     monkeypatch.setattr(store_module, "_dirty_bytes", lambda: 1 << 40)
     with store.batch():
         for number in range(40):
