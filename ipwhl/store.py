@@ -190,8 +190,11 @@ _KINDS_OF_FILE = (
 )
 
 
-def _not_a_file(path: str | os.PathLike[str], mode: int) -> StoreCorrupt:
-    what = next((name for test, name in _KINDS_OF_FILE if test(mode)), "not a regular file")
+def _kind_of(mode: int) -> str:
+    return next((name for test, name in _KINDS_OF_FILE if test(mode)), "not a regular file")
+
+
+def _damaged(path: str | os.PathLike[str], what: str) -> StoreCorrupt:
     return StoreCorrupt(
         f"{os.fspath(path)} is {what}, not a file: the store is damaged; "
         "run `ipwhl store verify --repair`"
@@ -207,14 +210,11 @@ def _is_file(path: str | os.PathLike[str]) -> bool:
         return False
     except OSError as exc:
         if exc.errno == errno.ELOOP:
-            raise StoreCorrupt(
-                f"{os.fspath(path)} is a symlink loop, not a file: the store is damaged; "
-                "run `ipwhl store verify --repair`"
-            ) from None
+            raise _damaged(path, "a symlink loop") from None
         raise
     if stat.S_ISREG(mode):
         return True
-    raise _not_a_file(path, mode)
+    raise _damaged(path, _kind_of(mode))
 
 
 def _open_file(path: str | os.PathLike[str]) -> BinaryIO:
@@ -229,7 +229,7 @@ def _open_file(path: str | os.PathLike[str]) -> BinaryIO:
     try:
         mode = os.fstat(descriptor).st_mode
         if not stat.S_ISREG(mode):
-            raise _not_a_file(path, mode)
+            raise _damaged(path, _kind_of(mode))
         return open(descriptor, "rb")  # the caller closes it
     except BaseException:
         os.close(descriptor)
@@ -271,8 +271,7 @@ class Store:
         # so that looking a file up costs one dict access however far the writer is behind.
         self._writing_index: dict[str, tuple[dict[str, bytes], bytes]] = {}
         self._writing_lock = threading.Lock()
-        self._handed: list[Future[None]] = []
-        self._in_flight: deque[Future[None]] = deque()
+        self._in_flight: deque[Future[None]] = deque()  # handed-off groups, oldest first
         self._writer: ThreadPoolExecutor | None = None
         self._write_error: BaseException | None = None
         self._batch_depth = 0
@@ -432,10 +431,8 @@ class Store:
         with self._batch_lock:
             if self._pending:
                 self._hand_off()
-            waiting, self._handed = self._handed, []
-            for future in waiting:
-                future.result()
-            self._in_flight.clear()
+            while self._in_flight:
+                self._in_flight.popleft().result()  # never raises: _write_handed keeps errors
             error, self._write_error = self._write_error, None
         if error is None:
             return
@@ -457,9 +454,7 @@ class Store:
         self._pending, self._pending_bytes = {}, 0
         if self._writer is None:
             self._writer = ThreadPoolExecutor(1, thread_name_prefix="ipwhl-store-writer")
-        future = self._writer.submit(self._write_handed, files)
-        self._handed.append(future)
-        self._in_flight.append(future)
+        self._in_flight.append(self._writer.submit(self._write_handed, files))
         while self._in_flight and (self._in_flight[0].done() or len(self._in_flight) > _IN_FLIGHT):
             self._in_flight.popleft().result()  # never raises: _write_handed keeps the error
 
@@ -839,9 +834,7 @@ class Store:
         for entry in self._sharded(kind):
             if not entry.is_file(follow_symlinks=False):
                 mode = entry.stat(follow_symlinks=False).st_mode
-                what = next((name for test, name in _KINDS_OF_FILE if test(mode)),
-                            "not a regular file")
-                yield entry.name, Path(entry.path), what
+                yield entry.name, Path(entry.path), _kind_of(mode)
 
     def entry_path(self, kind: str, name: str) -> Path:
         """Where the file `name` of `kind` (one of STORE_KINDS) lives, whether or not it does."""

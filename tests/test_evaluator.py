@@ -276,6 +276,15 @@ def test_changing_the_supported_list_changes_only_the_release_wide_checks(tmp_pa
     }
 
 
+def clashing_release(tmp_path: Path) -> Release:
+    """a's two wheels clash on manylinux and a needs b>=2 where b is 1.0: checks 1 and 4 fail."""
+    return write_release(tmp_path, [
+        Project("a", "1.0", tags=("cp311-cp311-manylinux_2_17_x86_64", "py3-none-any"),
+                requires_dist=["b>=2"]),
+        Project("b", "1.0"), Project("c", "1.0", requires_dist=["b"]),
+    ])
+
+
 def test_checks_realised_by_a_check_are_read_not_run(tmp_path: Path) -> None:
     # eval of a large release: checks 1 and 4 a build or check already ran are read from the
     # store, so no declaration is parsed for them.
@@ -286,11 +295,7 @@ def test_checks_realised_by_a_check_are_read_not_run(tmp_path: Path) -> None:
     from ipwhl.releasefile import load_release
     from ipwhl.store import Store
 
-    release = write_release(tmp_path, [
-        Project("a", "1.0", tags=("cp311-cp311-manylinux_2_17_x86_64", "py3-none-any"),
-                requires_dist=["b>=2"]),
-        Project("b", "1.0"), Project("c", "1.0", requires_dist=["b"]),
-    ])
+    release = clashing_release(tmp_path)
     store = Store(tmp_path / "store").open()
     assert check_release(store, load_plan(release.path)).violations
 
@@ -312,11 +317,7 @@ def test_a_checked_release_gives_its_declared_findings_from_one_record(tmp_path:
     from ipwhl.build import check_release
     from ipwhl.store import Store
 
-    release = write_release(tmp_path, [
-        Project("a", "1.0", tags=("cp311-cp311-manylinux_2_17_x86_64", "py3-none-any"),
-                requires_dist=["b>=2"]),
-        Project("b", "1.0"), Project("c", "1.0", requires_dist=["b"]),
-    ])
+    release = clashing_release(tmp_path)
     store = Store(tmp_path / "store").open()
     plan = load_plan(release.path)
     computed = plan.all_declared_findings()
